@@ -1,0 +1,444 @@
+"""conv2d and conv_transpose2d, forward and backward.
+
+Forward is im2col + one matrix product. The backward follows the stride0/rot180 derivation:
+
+* grad_input  = conv(pad(stride0(grad_output)), rot180(weight) with in/out channels swapped),
+  stride 1, the forward's dilation;
+* grad_weight = conv(input, stride0(grad_output)) with batch and channel axes swapped: the "kernel"
+  is the gradient dilated by the stride and the "stride" is the dilation, so its windows are exactly
+  the forward's im2col columns and it is computed as ``grad_output_matrix @ im2col(input).T``;
+* grad_bias   = sum of grad_output over N, H, W.
+
+conv_transpose2d's forward *is* conv2d's grad_input; its backward is conv2d's forward (grad_input)
+and conv2d's grad_weight with the roles of input and gradient exchanged.
+
+Internally every array is kept in (C, N, H, W) layout between the permutes at the public boundary:
+im2col's matrix then reads contiguously and only the small output is transposed back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from array_api_compat import device as _device
+from array_api_extra import at
+
+from .._backend import namespace_of
+from .._config import _resolve_limit
+from .._shapes import _is_int, _pair, _padding4, conv_output_size, conv_transpose_output_size, grad_input_padding
+from .._validate import check_float_arrays, check_ndim, check_shape
+from ..window import _dilate_pad, _im2col, _pad
+
+__all__ = [
+    "conv2d",
+    "conv2d_backward",
+    "conv2d_grad_input",
+    "conv2d_grad_weight",
+    "conv_transpose2d",
+    "conv_transpose2d_backward",
+]
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """A convolution's pure-int description: the conv that maps (H, W) to (oh, ow)."""
+
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    dh: int
+    dw: int
+    pads: tuple  # (top, bottom, left, right)
+    height: int
+    width: int
+    oh: int
+    ow: int
+    groups: int
+
+
+def _check_groups(op, groups, in_channels, out_channels):
+    if not _is_int(groups) or groups < 1:
+        raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(
+            f"{op}: groups={groups} must divide both the input channels ({in_channels}) "
+            f"and the output channels ({out_channels})"
+        )
+
+
+def _conv_geometry(op, input_shape, weight_shape, stride, padding, dilation, groups) -> _Geometry:
+    """Validate a conv2d call's shapes and parameters; input_shape is (N, C, H, W)."""
+    sh, sw = _pair(stride, "stride", minimum=1)
+    dh, dw = _pair(dilation, "dilation", minimum=1)
+    out_channels, group_channels, kh, kw = weight_shape
+    channels, height, width = input_shape[1:]
+    _check_groups(op, groups, channels, out_channels)
+    if group_channels * groups != channels:
+        raise ValueError(
+            f"{op}: weight of shape {tuple(weight_shape)} expects {group_channels * groups} input channels "
+            f"(weight.shape[1] * groups = {group_channels} * {groups}), but input of shape "
+            f"{tuple(input_shape)} has {channels}"
+        )
+    if kh < 1 or kw < 1:
+        raise ValueError(f"{op}: weight of shape {tuple(weight_shape)} has an empty kernel")
+    pads = _padding4(padding, (kh, kw), (dh, dw), (sh, sw))
+    oh = conv_output_size(height, kh, stride=sh, padding=pads[:2], dilation=dh)
+    ow = conv_output_size(width, kw, stride=sw, padding=pads[2:], dilation=dw)
+    if oh < 1 or ow < 1:
+        raise ValueError(
+            f"{op}: kernel size {(kh, kw)} with dilation {(dh, dw)} spans "
+            f"{(dh * (kh - 1) + 1, dw * (kw - 1) + 1)}, larger than the padded input "
+            f"{(height + pads[0] + pads[1], width + pads[2] + pads[3])} (input shape {tuple(input_shape)}, padding {padding!r})"
+        )
+    return _Geometry(kh, kw, sh, sw, dh, dw, pads, height, width, oh, ow, groups)
+
+
+def _transpose_geometry(op, input_shape, weight_shape, stride, padding, output_padding, dilation, groups):
+    """Validate conv_transpose2d; return the geometry of the conv whose grad_input it is."""
+    sh, sw = _pair(stride, "stride", minimum=1)
+    dh, dw = _pair(dilation, "dilation", minimum=1)
+    if isinstance(padding, str):
+        raise ValueError(f"{op}: padding must be an int or a pair of ints, got {padding!r}")
+    ph, pw = _pair(padding, "padding", minimum=0)
+    oph, opw = _pair(output_padding, "output_padding", minimum=0)
+    if oph >= max(sh, dh) or opw >= max(sw, dw):
+        raise ValueError(
+            f"{op}: output_padding {(oph, opw)} must be smaller than stride {(sh, sw)} or dilation {(dh, dw)}"
+        )
+    in_channels, group_out, kh, kw = weight_shape
+    channels, height, width = input_shape[1:]
+    if in_channels != channels:
+        raise ValueError(
+            f"{op}: weight of shape {tuple(weight_shape)} expects {in_channels} input channels "
+            f"(weight.shape[0]), but input of shape {tuple(input_shape)} has {channels}"
+        )
+    _check_groups(op, groups, channels, group_out * groups)
+    if kh < 1 or kw < 1:
+        raise ValueError(f"{op}: weight of shape {tuple(weight_shape)} has an empty kernel")
+    out_h = conv_transpose_output_size(height, kh, stride=sh, padding=ph, output_padding=oph, dilation=dh)
+    out_w = conv_transpose_output_size(width, kw, stride=sw, padding=pw, output_padding=opw, dilation=dw)
+    if out_h < 1 or out_w < 1:
+        raise ValueError(
+            f"{op}: output size {(out_h, out_w)} is not positive (input shape {tuple(input_shape)}, "
+            f"kernel {(kh, kw)}, stride {(sh, sw)}, padding {(ph, pw)}, dilation {(dh, dw)})"
+        )
+    return _Geometry(kh, kw, sh, sw, dh, dw, (ph, ph, pw, pw), out_h, out_w, height, width, groups)
+
+
+def _itemsize(xp, dtype) -> int:
+    return xp.finfo(dtype).bits // 8
+
+
+def _batch_step(per_image_bytes, batch, limit) -> int:
+    return max(1, min(batch, limit // max(per_image_bytes, 1)))
+
+
+def _conv_cnhw(x_padded, weight, g: _Geometry, stride, dilation, limit, xp):
+    """Convolution of a padded (C, N, Hp, Wp) input with a (K, C/groups, kh, kw) weight.
+
+    Returns (K, N, oh, ow). The batch is processed in chunks whose column buffer fits ``limit``.
+    """
+    sh, sw = stride
+    dh, dw = dilation
+    channels, batch = x_padded.shape[:2]
+    out_channels, group_channels, kh, kw = weight.shape
+    oh, ow, groups = g.oh, g.ow, g.groups
+    w = xp.reshape(weight, (groups, out_channels // groups, group_channels * kh * kw))
+    if batch == 0:
+        return xp.zeros((out_channels, 0, oh, ow), dtype=x_padded.dtype, device=_device(x_padded))
+    step = _batch_step(channels * kh * kw * oh * ow * _itemsize(xp, x_padded.dtype), batch, limit)
+    outs = []
+    for start in range(0, batch, step):
+        chunk = x_padded if step == batch else x_padded[:, start : min(start + step, batch), ...]
+        size = chunk.shape[1] * oh * ow
+        cols = _im2col(chunk, kh, kw, sh, sw, dh, dw, oh, ow, xp)
+        if groups == 1:
+            out = xp.matmul(w[0, ...], cols)
+        else:
+            out = xp.matmul(w, xp.reshape(cols, (groups, group_channels * kh * kw, size)))
+        outs.append(xp.reshape(out, (out_channels, chunk.shape[1], oh, ow)))
+    return outs[0] if len(outs) == 1 else xp.concat(outs, axis=1)
+
+
+def _forward_cnhw(x_cnhw, weight, g: _Geometry, limit, xp):
+    return _conv_cnhw(_pad(x_cnhw, g.pads, 0, xp), weight, g, (g.sh, g.sw), (g.dh, g.dw), limit, xp)
+
+
+def _grad_input_cnhw(grad_cnhw, weight, g: _Geometry, limit, xp):
+    """(K, N, oh, ow) gradient → (C, N, H, W) input gradient, by stride0 + pad + rot180 conv."""
+    low_h, high_h = grad_input_padding(g.height, g.oh, g.kh, stride=g.sh, padding_low=g.pads[0], dilation=g.dh)
+    low_w, high_w = grad_input_padding(g.width, g.ow, g.kw, stride=g.sw, padding_low=g.pads[2], dilation=g.dw)
+    # stride0: insert s-1 zeros so the backward conv runs at stride 1; the padding lets every input
+    # pixel see each kernel tap that read it (negative values crop rows no tap reached).
+    grad_padded = _dilate_pad(grad_cnhw, g.sh, g.sw, (low_h, high_h, low_w, high_w), xp)
+    out_channels, group_channels = weight.shape[:2]
+    groups = g.groups
+    # Per group, the kernel's in/out channels swap: (K, C/g) -> (C, K/g), then rotate by 180°.
+    w = xp.reshape(weight, (groups, out_channels // groups, group_channels, g.kh, g.kw))
+    w = xp.reshape(xp.permute_dims(w, (0, 2, 1, 3, 4)), (groups * group_channels, out_channels // groups, g.kh, g.kw))
+    w = xp.flip(w, axis=(-2, -1))
+    g_back = _Geometry(g.kh, g.kw, 1, 1, g.dh, g.dw, (0, 0, 0, 0), 0, 0, g.height, g.width, groups)
+    return _conv_cnhw(grad_padded, w, g_back, (1, 1), (g.dh, g.dw), limit, xp)
+
+
+def _grad_weight_cnhw(grad_cnhw, x_cnhw, g: _Geometry, limit, xp):
+    """(K, N, oh, ow) gradient and (C, N, H, W) input → (K, C/groups, kh, kw) weight gradient.
+
+    grad_weight[k, c, i, j] = sum_{n,a,b} grad[k, n, a, b] x_padded[c, n, a*sh + i*dh, b*sw + j*dw]:
+    the convolution of the input (batch as channels) with the stride0'd gradient as its kernel.
+    Its windows are the forward's im2col columns, so it is one matrix product with their transpose.
+    """
+    out_channels, batch = grad_cnhw.shape[:2]
+    channels = x_cnhw.shape[0]
+    groups, kh, kw, oh, ow = g.groups, g.kh, g.kw, g.oh, g.ow
+    group_channels = channels // groups
+    x_padded = _pad(x_cnhw, g.pads, 0, xp)
+    grad_matrix = xp.reshape(grad_cnhw, (groups, out_channels // groups, batch * oh * ow))
+    total = xp.zeros((groups, out_channels // groups, group_channels * kh * kw), dtype=x_cnhw.dtype, device=_device(x_cnhw))
+    step = _batch_step(channels * kh * kw * oh * ow * _itemsize(xp, x_cnhw.dtype), max(batch, 1), limit)
+    for start in range(0, batch, step):
+        stop = min(start + step, batch)
+        chunk = x_padded if step >= batch else x_padded[:, start:stop, ...]
+        cols = _im2col(chunk, kh, kw, g.sh, g.sw, g.dh, g.dw, oh, ow, xp)
+        cols = xp.reshape(cols, (groups, group_channels * kh * kw, (stop - start) * oh * ow))
+        grad_chunk = grad_matrix if step >= batch else grad_matrix[..., start * oh * ow : stop * oh * ow]
+        part = xp.matmul(grad_chunk, xp.matrix_transpose(cols))
+        total = part if step >= batch else total + part
+    return xp.reshape(total, (out_channels, group_channels, kh, kw))
+
+
+def _to_cnhw(x, xp):
+    return xp.permute_dims(x, (1, 0, 2, 3))
+
+
+def _add_bias(out_knhw, bias, xp):
+    if bias is None:
+        return out_knhw
+    return at(out_knhw)[...].add(xp.reshape(bias, (-1, 1, 1, 1)))
+
+
+def _bias_grad(grad_output, bias, xp):
+    return None if bias is None else xp.sum(grad_output, axis=(0, 2, 3))
+
+
+def _prepare(op, input, weight, bias, xp, grad_output=None):
+    """Validate ndim/dtypes/device; add a batch axis to unbatched (C, H, W) arrays."""
+    check_ndim(op, "input", input, (3, 4), "(N, C, H, W) or unbatched (C, H, W)")
+    check_ndim(op, "weight", weight, (4,), "(out_channels, in_channels/groups, kh, kw)")
+    if bias is not None:
+        check_ndim(op, "bias", bias, (1,), "(channels,)")
+    check_float_arrays(op, xp, input=input, weight=weight, bias=bias, grad_output=grad_output)
+    unbatched = input.ndim == 3
+    if unbatched:
+        input = xp.expand_dims(input, axis=0)
+        if grad_output is not None:
+            check_ndim(op, "grad_output", grad_output, (3,), "(C, H, W) like the unbatched input")
+            grad_output = xp.expand_dims(grad_output, axis=0)
+    return input, grad_output, unbatched
+
+
+def _check_bias(op, bias, channels):
+    if bias is not None and tuple(bias.shape) != (channels,):
+        raise ValueError(f"{op}: bias must have shape ({channels},), got {tuple(bias.shape)}")
+
+
+def _unbatch(x, unbatched):
+    return x[0, ...] if unbatched else x
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, workspace_limit=None):
+    """2-D convolution (cross-correlation), as ``torch.nn.functional.conv2d``.
+
+    Parameters
+    ----------
+    input : array
+    weight : array
+    bias : array, optional
+    stride, dilation : int or (int, int)
+    padding : int, (int, int), "valid" or "same"
+        Zero padding on both sides; "same" (stride 1 only) puts an odd extra pixel at the end.
+    groups : int
+        Input and output channels split into ``groups`` independent convolutions.
+    workspace_limit : int, optional, keyword-only
+        Bytes of im2col buffer; the batch is processed in chunks under it (default: global setting).
+
+    Shapes
+    ------
+    input : (N, C, H, W) or unbatched (C, H, W)
+    weight : (K, C / groups, kh, kw)
+    bias : (K,)
+    output : (N, K, oh, ow), ``oh = floor((H + 2 ph - dh (kh - 1) - 1) / sh) + 1``
+
+    Returns
+    -------
+    array
+        In the namespace, dtype and device of ``input``.
+    """
+    xp = namespace_of(input, weight, bias)
+    x, _, unbatched = _prepare("conv2d", input, weight, bias, xp)
+    g = _conv_geometry("conv2d", x.shape, weight.shape, stride, padding, dilation, groups)
+    _check_bias("conv2d", bias, weight.shape[0])
+    out = _forward_cnhw(_to_cnhw(x, xp), weight, g, _resolve_limit(workspace_limit), xp)
+    out = _add_bias(out, bias, xp)
+    return _unbatch(_to_cnhw(out, xp), unbatched)
+
+
+def _conv2d_backward_checked(op, grad_output, input, weight, bias, stride, padding, dilation, groups, xp):
+    x, grad, unbatched = _prepare(op, input, weight, bias, xp, grad_output)
+    g = _conv_geometry(op, x.shape, weight.shape, stride, padding, dilation, groups)
+    _check_bias(op, bias, weight.shape[0])
+    check_shape(op, "grad_output", grad, (x.shape[0], weight.shape[0], g.oh, g.ow))
+    return x, grad, unbatched, g
+
+
+def conv2d_backward(
+    grad_output, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, workspace_limit=None
+):
+    """Gradients of :func:`conv2d` with respect to input, weight and bias.
+
+    grad_input is the stride-1 convolution of the zero-padded stride0 gradient with the 180°-rotated
+    kernel (channels swapped per group); grad_weight the convolution of the input with the stride0
+    gradient (batch and channel axes swapped); grad_bias the sum over N, H, W.
+
+    Parameters
+    ----------
+    grad_output : array
+        Gradient of the loss with respect to ``conv2d(input, weight, bias, ...)``.
+    input, weight, bias, stride, padding, dilation, groups, workspace_limit
+        As passed to :func:`conv2d`.
+
+    Shapes
+    ------
+    grad_output : (N, K, oh, ow)
+    returns : ((N, C, H, W), (K, C / groups, kh, kw), (K,) or None)
+    """
+    xp = namespace_of(grad_output, input, weight, bias)
+    x, grad, unbatched, g = _conv2d_backward_checked(
+        "conv2d_backward", grad_output, input, weight, bias, stride, padding, dilation, groups, xp
+    )
+    limit = _resolve_limit(workspace_limit)
+    grad_cnhw = _to_cnhw(grad, xp)
+    grad_input = _to_cnhw(_grad_input_cnhw(grad_cnhw, weight, g, limit, xp), xp)
+    grad_weight = _grad_weight_cnhw(grad_cnhw, _to_cnhw(x, xp), g, limit, xp)
+    return _unbatch(grad_input, unbatched), grad_weight, _bias_grad(grad, bias, xp)
+
+
+def conv2d_grad_input(
+    grad_output, weight, *, input_shape, stride=1, padding=0, dilation=1, groups=1, workspace_limit=None, xp=None
+):
+    """Gradient of :func:`conv2d` with respect to its input (``torch.nn.grad.conv2d_input``).
+
+    Shapes
+    ------
+    grad_output : (N, K, oh, ow)
+    weight : (K, C / groups, kh, kw)
+    input_shape : (N, C, H, W)
+    returns : (N, C, H, W)
+    """
+    xp = namespace_of(grad_output, weight) if xp is None else xp
+    op = "conv2d_grad_input"
+    check_ndim(op, "grad_output", grad_output, (4,), "(N, K, oh, ow)")
+    check_ndim(op, "weight", weight, (4,), "(K, C/groups, kh, kw)")
+    check_float_arrays(op, xp, grad_output=grad_output, weight=weight)
+    if len(input_shape) != 4:
+        raise ValueError(f"{op}: input_shape must be (N, C, H, W), got {input_shape!r}")
+    g = _conv_geometry(op, tuple(input_shape), weight.shape, stride, padding, dilation, groups)
+    check_shape(op, "grad_output", grad_output, (input_shape[0], weight.shape[0], g.oh, g.ow))
+    out = _grad_input_cnhw(_to_cnhw(grad_output, xp), weight, g, _resolve_limit(workspace_limit), xp)
+    return _to_cnhw(out, xp)
+
+
+def conv2d_grad_weight(
+    grad_output, input, *, weight_shape, stride=1, padding=0, dilation=1, groups=1, workspace_limit=None, xp=None
+):
+    """Gradient of :func:`conv2d` with respect to its weight (``torch.nn.grad.conv2d_weight``).
+
+    Shapes
+    ------
+    grad_output : (N, K, oh, ow)
+    input : (N, C, H, W)
+    weight_shape : (K, C / groups, kh, kw)
+    returns : (K, C / groups, kh, kw)
+    """
+    xp = namespace_of(grad_output, input) if xp is None else xp
+    op = "conv2d_grad_weight"
+    check_ndim(op, "grad_output", grad_output, (4,), "(N, K, oh, ow)")
+    check_ndim(op, "input", input, (4,), "(N, C, H, W)")
+    check_float_arrays(op, xp, grad_output=grad_output, input=input)
+    if len(weight_shape) != 4:
+        raise ValueError(f"{op}: weight_shape must be (K, C/groups, kh, kw), got {weight_shape!r}")
+    g = _conv_geometry(op, input.shape, tuple(weight_shape), stride, padding, dilation, groups)
+    check_shape(op, "grad_output", grad_output, (input.shape[0], weight_shape[0], g.oh, g.ow))
+    limit = _resolve_limit(workspace_limit)
+    return _grad_weight_cnhw(_to_cnhw(grad_output, xp), _to_cnhw(input, xp), g, limit, xp)
+
+
+def conv_transpose2d(
+    input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *, workspace_limit=None
+):
+    """2-D transposed convolution, as ``torch.nn.functional.conv_transpose2d``.
+
+    It is the input gradient of ``conv2d(·, weight, stride, padding, dilation, groups)`` evaluated
+    at ``input``: stride0, pad, and a stride-1 convolution with the rotated kernel.
+
+    Parameters
+    ----------
+    input, weight, bias : array
+    stride, padding, dilation : int or (int, int)
+    output_padding : int or (int, int)
+        Extra rows/columns at the bottom/right; smaller than stride or dilation.
+    groups : int
+    workspace_limit : int, optional, keyword-only
+
+    Shapes
+    ------
+    input : (N, C_in, H, W) or unbatched (C_in, H, W)
+    weight : (C_in, C_out / groups, kh, kw)
+    bias : (C_out,)
+    output : (N, C_out, oh, ow), ``oh = (H - 1) sh - 2 ph + dh (kh - 1) + output_padding + 1``
+    """
+    xp = namespace_of(input, weight, bias)
+    op = "conv_transpose2d"
+    x, _, unbatched = _prepare(op, input, weight, bias, xp)
+    g = _transpose_geometry(op, x.shape, weight.shape, stride, padding, output_padding, dilation, groups)
+    _check_bias(op, bias, weight.shape[1] * groups)
+    out = _grad_input_cnhw(_to_cnhw(x, xp), weight, g, _resolve_limit(workspace_limit), xp)
+    out = _add_bias(out, bias, xp)
+    return _unbatch(_to_cnhw(out, xp), unbatched)
+
+
+def conv_transpose2d_backward(
+    grad_output,
+    input,
+    weight,
+    bias=None,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    groups=1,
+    dilation=1,
+    *,
+    workspace_limit=None,
+):
+    """Gradients of :func:`conv_transpose2d` with respect to input, weight and bias.
+
+    grad_input is ``conv2d(grad_output, weight, ...)`` (the forward convolution); grad_weight is
+    conv2d's weight gradient with ``grad_output`` as the input and ``input`` as the gradient.
+
+    Shapes
+    ------
+    grad_output : (N, C_out, oh, ow)
+    returns : ((N, C_in, H, W), (C_in, C_out / groups, kh, kw), (C_out,) or None)
+    """
+    xp = namespace_of(grad_output, input, weight, bias)
+    op = "conv_transpose2d_backward"
+    x, grad, unbatched = _prepare(op, input, weight, bias, xp, grad_output)
+    g = _transpose_geometry(op, x.shape, weight.shape, stride, padding, output_padding, dilation, groups)
+    _check_bias(op, bias, weight.shape[1] * groups)
+    check_shape(op, "grad_output", grad, (x.shape[0], weight.shape[1] * groups, g.height, g.width))
+    limit = _resolve_limit(workspace_limit)
+    grad_cnhw = _to_cnhw(grad, xp)
+    grad_input = _to_cnhw(_forward_cnhw(grad_cnhw, weight, g, limit, xp), xp)
+    grad_weight = _grad_weight_cnhw(_to_cnhw(x, xp), grad_cnhw, g, limit, xp)
+    return _unbatch(grad_input, unbatched), grad_weight, _bias_grad(grad, bias, xp)

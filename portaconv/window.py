@@ -1,0 +1,203 @@
+"""Window helpers shared by convolution, transposed convolution and pooling.
+
+One idea serves every windowed op: for each kernel offset ``(i, j)`` the strided slice
+``x[..., i*dh : i*dh + (oh-1)*sh + 1 : sh, j*dw : j*dw + (ow-1)*sw + 1 : sw]`` holds that
+offset's input for every output position at once. ``im2col`` stacks the ``kh*kw`` slices into the
+matrix a convolution multiplies; ``col2im`` scatter-adds them back (its adjoint); pooling reduces
+over them without building the matrix.
+"""
+
+from __future__ import annotations
+
+import array_api_compat
+from array_api_extra import at
+
+from ._backend import namespace_of
+from ._shapes import _pair, _padding4, conv_output_size
+
+__all__ = ["pad", "stride0", "rot180", "im2col", "col2im"]
+
+
+def _window_index(kh, kw, sh, sw, dh, dw, oh, ow):
+    """Yield, per kernel offset in row-major order, the index of its strided slice.
+
+    The stops are exact (``start + (out - 1) * stride + 1``): array-api-strict rejects slice stops
+    past the end of an axis.
+    """
+    for i in range(kh):
+        rows = slice(i * dh, i * dh + (oh - 1) * sh + 1, sh)
+        for j in range(kw):
+            yield (..., rows, slice(j * dw, j * dw + (ow - 1) * sw + 1, sw))
+
+
+def _pad(x, pads, value, xp):
+    """Pad (positive) or crop (negative) the last two axes by (top, bottom, left, right)."""
+    top, bottom, left, right = pads
+    if min(pads) < 0:
+        height, width = x.shape[-2:]
+        x = x[..., max(-top, 0) : height - max(-bottom, 0), max(-left, 0) : width - max(-right, 0)]
+        top, bottom, left, right = (max(p, 0) for p in pads)
+    if top == bottom == left == right == 0:
+        return x
+    height, width = x.shape[-2:]
+    shape = (*x.shape[:-2], height + top + bottom, width + left + right)
+    out = xp.full(shape, value, dtype=x.dtype, device=array_api_compat.device(x))
+    return at(out)[..., top : top + height, left : left + width].set(x)
+
+
+def _dilate_pad(x, sh, sw, pads, xp):
+    """stride0 and pad in one write: put ``x`` at every ``sh``-th row and ``sw``-th column of a
+    zero array already holding the padding (negative pads crop afterwards)."""
+    top, bottom, left, right = (max(p, 0) for p in pads)
+    height, width = x.shape[-2:]
+    dilated_h, dilated_w = (height - 1) * sh + 1, (width - 1) * sw + 1
+    if (sh, sw) == (1, 1):
+        return _pad(x, pads, 0, xp)
+    shape = (*x.shape[:-2], dilated_h + top + bottom, dilated_w + left + right)
+    out = xp.zeros(shape, dtype=x.dtype, device=array_api_compat.device(x))
+    out = at(out)[..., top : top + dilated_h : sh, left : left + dilated_w : sw].set(x)
+    if min(pads) < 0:
+        out = _pad(out, tuple(min(p, 0) for p in pads), 0, xp)
+    return out
+
+
+def _im2col(x_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp):
+    """Column matrix of a padded input in (C, N, H, W) layout.
+
+    Returns ``(C * kh * kw, N * oh * ow)``, C-contiguous: the layout in which the convolution's
+    matrix product reads its big operand contiguously and only the small output is transposed.
+    """
+    channels, batch = x_padded.shape[:2]
+    cols = xp.stack([x_padded[index] for index in _window_index(kh, kw, sh, sw, dh, dw, oh, ow)], axis=1)
+    return xp.reshape(cols, (channels * kh * kw, batch * oh * ow))
+
+
+def _col2im(cols, shape_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp):
+    """Adjoint of :func:`_im2col`: scatter-add columns into a zero (C, N, Hp, Wp) array."""
+    channels, batch = shape_padded[:2]
+    cols = xp.reshape(cols, (channels, kh * kw, batch, oh, ow))
+    out = xp.zeros(shape_padded, dtype=cols.dtype, device=array_api_compat.device(cols))
+    for k, index in enumerate(_window_index(kh, kw, sh, sw, dh, dw, oh, ow)):
+        out = at(out)[index].add(cols[:, k, ...])
+    return out
+
+
+def _check_nchw(x, name):
+    if x.ndim != 4:
+        raise ValueError(f"{name} must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
+
+
+def pad(x, padding, *, value=0.0, xp=None):
+    """Pad or crop the last two axes.
+
+    Parameters
+    ----------
+    x : array
+        Any array with at least two axes.
+    padding : int or tuple
+        ``p`` (all sides), ``(ph, pw)`` or ``(top, bottom, left, right)``. Negative values crop.
+    value : float, keyword-only
+        Fill value (``-inf`` for max pooling).
+    xp : namespace, optional
+
+    Shapes
+    ------
+    x : (..., H, W) → (..., H + top + bottom, W + left + right)
+    """
+    xp = namespace_of(x) if xp is None else xp
+    if x.ndim < 2:
+        raise ValueError(f"pad needs an array with at least 2 axes, got shape {tuple(x.shape)}")
+    if isinstance(padding, (tuple, list)) and len(padding) == 4:
+        pads = tuple(_pair((p, p), "padding")[0] for p in padding)
+    else:
+        ph, pw = _pair(padding, "padding")
+        pads = (ph, ph, pw, pw)
+    if pads[0] + pads[1] + x.shape[-2] < 0 or pads[2] + pads[3] + x.shape[-1] < 0:
+        raise ValueError(f"padding={padding!r} crops more than the shape {tuple(x.shape)} holds")
+    return _pad(x, pads, value, xp)
+
+
+def stride0(x, stride, *, xp=None):
+    """Insert ``stride - 1`` zeros between the rows and between the columns (the last two axes).
+
+    The backward of a strided convolution runs at stride 1 on this "stride0" gradient.
+
+    Shapes
+    ------
+    x : (..., H, W) → (..., (H - 1) * sh + 1, (W - 1) * sw + 1)
+    """
+    xp = namespace_of(x) if xp is None else xp
+    sh, sw = _pair(stride, "stride", minimum=1)
+    if x.ndim < 2:
+        raise ValueError(f"stride0 needs an array with at least 2 axes, got shape {tuple(x.shape)}")
+    return _dilate_pad(x, sh, sw, (0, 0, 0, 0), xp)
+
+
+def rot180(x, *, xp=None):
+    """Rotate the last two axes by 180° (flip both): the kernel of the input-gradient convolution.
+
+    Shapes
+    ------
+    x : (..., kh, kw) → (..., kh, kw)
+    """
+    xp = namespace_of(x) if xp is None else xp
+    return xp.flip(x, axis=(-2, -1))
+
+
+def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, xp=None):
+    """Unfold sliding windows into the column matrix of a convolution.
+
+    Row ``(c, i, j)`` and column ``(n, a, b)`` hold ``x_padded[n, c, a*sh + i*dh, b*sw + j*dw]``;
+    ``weight.reshape(K, -1) @ im2col(x)`` is the convolution in (K, N, oh, ow) order.
+
+    Parameters
+    ----------
+    x : array
+    kernel_size, stride, padding, dilation : int or pair of ints, keyword-only
+        As in :func:`portaconv.functional.conv2d` (padding may also be ``"same"``/``"valid"``).
+
+    Shapes
+    ------
+    x : (N, C, H, W) → (C * kh * kw, N * oh * ow)
+    """
+    xp = namespace_of(x) if xp is None else xp
+    _check_nchw(x, "x")
+    kh, kw = _pair(kernel_size, "kernel_size", minimum=1)
+    sh, sw = _pair(stride, "stride", minimum=1)
+    dh, dw = _pair(dilation, "dilation", minimum=1)
+    pads = _padding4(padding, (kh, kw), (dh, dw), (sh, sw))
+    oh = conv_output_size(x.shape[2], kh, stride=sh, padding=pads[:2], dilation=dh)
+    ow = conv_output_size(x.shape[3], kw, stride=sw, padding=pads[2:], dilation=dw)
+    if oh < 1 or ow < 1:
+        raise ValueError(
+            f"kernel_size {(kh, kw)} with dilation {(dh, dw)} is larger than the padded input "
+            f"{(x.shape[2] + pads[0] + pads[1], x.shape[3] + pads[2] + pads[3])}"
+        )
+    x_padded = _pad(xp.permute_dims(x, (1, 0, 2, 3)), pads, 0, xp)
+    return _im2col(x_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp)
+
+
+def col2im(cols, input_shape, kernel_size, *, stride=1, padding=0, dilation=1, xp=None):
+    """Fold a column matrix back, summing overlaps: the adjoint of :func:`im2col`.
+
+    Shapes
+    ------
+    cols : (C * kh * kw, N * oh * ow) → (N, C, H, W) with ``input_shape = (N, C, H, W)``
+    """
+    xp = namespace_of(cols) if xp is None else xp
+    if len(input_shape) != 4:
+        raise ValueError(f"input_shape must be (N, C, H, W), got {input_shape!r}")
+    batch, channels, height, width = (int(s) for s in input_shape)
+    kh, kw = _pair(kernel_size, "kernel_size", minimum=1)
+    sh, sw = _pair(stride, "stride", minimum=1)
+    dh, dw = _pair(dilation, "dilation", minimum=1)
+    pads = _padding4(padding, (kh, kw), (dh, dw), (sh, sw))
+    oh = conv_output_size(height, kh, stride=sh, padding=pads[:2], dilation=dh)
+    ow = conv_output_size(width, kw, stride=sw, padding=pads[2:], dilation=dw)
+    expected = (channels * kh * kw, batch * oh * ow)
+    if tuple(cols.shape) != expected:
+        raise ValueError(f"cols has shape {tuple(cols.shape)}, expected {expected} for input_shape {input_shape}")
+    shape_padded = (channels, batch, height + pads[0] + pads[1], width + pads[2] + pads[3])
+    out = _col2im(cols, shape_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp)
+    out = _pad(out, tuple(-p for p in pads), 0, xp)
+    return xp.permute_dims(out, (1, 0, 2, 3))
