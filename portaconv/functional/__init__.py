@@ -1,9 +1,15 @@
 """Functional ops, torch.nn.functional names and NCHW layout; each ``f`` has ``f_backward``.
 
-The backward contract: ``f_backward(grad_output, *inputs, **same_params)`` returns one gradient per
-positional array input of ``f`` (``None`` where that input was ``None`` or is an integer target).
+The backward contract: ``f_backward(grad_output, *inputs, **same_params)`` returns a tuple with one
+gradient per positional array input of ``f`` (``None`` where that input was ``None`` or holds
+integer targets).
+
+Layout: ``conv`` (conv2d, conv_transpose2d), ``pooling`` (max/avg), ``normalization`` (LRN),
+``activation`` (relu, tanh, sigmoid), ``linear`` (linear, flatten), ``loss`` (softmax family,
+nll_loss, cross_entropy).
 """
 
+from .activation import relu, relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward
 from .conv import (
     conv2d,
     conv2d_backward,
@@ -12,12 +18,49 @@ from .conv import (
     conv_transpose2d,
     conv_transpose2d_backward,
 )
+from .linear import flatten, flatten_backward, linear, linear_backward
+from .loss import (
+    cross_entropy,
+    cross_entropy_backward,
+    log_softmax,
+    log_softmax_backward,
+    nll_loss,
+    nll_loss_backward,
+    softmax,
+    softmax_backward,
+)
+from .normalization import local_response_norm, local_response_norm_backward
+from .pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 
 __all__ = [
+    "avg_pool2d",
+    "avg_pool2d_backward",
     "conv2d",
     "conv2d_backward",
     "conv2d_grad_input",
     "conv2d_grad_weight",
     "conv_transpose2d",
     "conv_transpose2d_backward",
+    "cross_entropy",
+    "cross_entropy_backward",
+    "flatten",
+    "flatten_backward",
+    "linear",
+    "linear_backward",
+    "local_response_norm",
+    "local_response_norm_backward",
+    "log_softmax",
+    "log_softmax_backward",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "nll_loss",
+    "nll_loss_backward",
+    "relu",
+    "relu_backward",
+    "sigmoid",
+    "sigmoid_backward",
+    "softmax",
+    "softmax_backward",
+    "tanh",
+    "tanh_backward",
 ]

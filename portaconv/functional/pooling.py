@@ -1,0 +1,273 @@
+"""max_pool2d and avg_pool2d, forward and backward, on the shared window helper.
+
+Both read the ``kh * kw`` strided slices of the padded input (one per kernel offset) and reduce
+across them; the backwards scatter-add the gradient back through the same slices.
+"""
+
+from __future__ import annotations
+
+from array_api_compat import device as _device
+from array_api_extra import at
+
+from .._backend import namespace_of
+from .._shapes import _is_int, _pair, pool_output_size
+from .._validate import check_shape
+from ..window import _pad, _window_index
+from ._common import batched, unbatch
+
+__all__ = ["max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward"]
+
+
+def _pool_geometry(op, shape, kernel_size, stride, padding, dilation, ceil_mode):
+    kh, kw = _pair(kernel_size, "kernel_size", minimum=1)
+    sh, sw = (kh, kw) if stride is None or stride == () else _pair(stride, "stride", minimum=1)
+    ph, pw = _pair(padding, "padding", minimum=0)
+    dh, dw = _pair(dilation, "dilation", minimum=1)
+    if ph > kh // 2 or pw > kw // 2:
+        raise ValueError(f"{op}: padding {(ph, pw)} must be at most half the kernel size {(kh, kw)}")
+    if not isinstance(ceil_mode, bool):
+        raise TypeError(f"{op}: ceil_mode must be a bool, got {ceil_mode!r}")
+    height, width = shape[-2:]
+    oh = pool_output_size(height, kh, stride=sh, padding=ph, dilation=dh, ceil_mode=ceil_mode)
+    ow = pool_output_size(width, kw, stride=sw, padding=pw, dilation=dw, ceil_mode=ceil_mode)
+    if oh < 1 or ow < 1:
+        raise ValueError(
+            f"{op}: kernel size {(kh, kw)} with dilation {(dh, dw)} is larger than the padded input "
+            f"{(height + 2 * ph, width + 2 * pw)} (input shape {tuple(shape)})"
+        )
+    # The padded input holds every window: the left padding, then up to the end of the last
+    # window (ceil_mode may reach past the right padding; a negative bottom crops unread rows).
+    bottom = (oh - 1) * sh + dh * (kh - 1) + 1 - height - ph
+    right = (ow - 1) * sw + dw * (kw - 1) + 1 - width - pw
+    return kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, (ph, bottom, pw, right)
+
+
+def _first_valid(out_size, stride, padding, dilation):
+    """Per output position, the first kernel tap that lands inside the input (not the padding)."""
+    return [max(0, -((a * stride - padding) // dilation)) for a in range(out_size)]
+
+
+def _max_pool(x, geometry, xp):
+    kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, pads = geometry
+    x_padded = _pad(x, pads, -float("inf"), xp)
+    device = _device(x)
+    # torch's rule: start from -inf at the first in-input tap, take a tap if it is larger or NaN.
+    # Padding (-inf) never wins, equal values keep the first, and the last NaN wins.
+    rows = _first_valid(oh, sh, ph, dh)
+    cols = _first_valid(ow, sw, pw, dw)
+    index = xp.asarray([[r * kw + c for c in cols] for r in rows], dtype=xp.int64, device=device)
+    best = xp.full((*x.shape[:2], oh, ow), -float("inf"), dtype=x.dtype, device=device)
+    for k, window in enumerate(_window_index(kh, kw, sh, sw, dh, dw, oh, ow)):
+        value = x_padded[window]
+        take = (value > best) | xp.isnan(value)
+        best = xp.where(take, value, best)
+        index = xp.where(take, xp.asarray(k, dtype=xp.int64, device=device), index)
+    return best, index
+
+
+def _flat_indices(index, geometry, width, xp):
+    """Window-tap index → torch's flat index ``row * W + col`` into the unpadded input."""
+    kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, _ = geometry
+    device = _device(index)
+    rows = xp.reshape(xp.arange(oh, dtype=xp.int64, device=device) * sh - ph, (oh, 1))
+    cols = xp.reshape(xp.arange(ow, dtype=xp.int64, device=device) * sw - pw, (1, ow))
+    return (rows + (index // kw) * dh) * width + cols + (index % kw) * dw
+
+
+def _taps_from_flat(indices, geometry, width, xp):
+    kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, _ = geometry
+    device = _device(indices)
+    rows = xp.reshape(xp.arange(oh, dtype=xp.int64, device=device) * sh - ph, (oh, 1))
+    cols = xp.reshape(xp.arange(ow, dtype=xp.int64, device=device) * sw - pw, (1, ow))
+    return ((indices // width - rows) // dh) * kw + (indices % width - cols) // dw
+
+
+def _scatter_windows(parts, x_shape, geometry, dtype, device, xp):
+    """Sum ``parts(k, window)`` into the padded input through each tap's slice, then crop."""
+    kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, pads = geometry
+    height, width = x_shape[-2:]
+    shape = (*x_shape[:2], height + pads[0] + max(pads[1], 0), width + pads[2] + max(pads[3], 0))
+    grad = xp.zeros(shape, dtype=dtype, device=device)
+    for k, window in enumerate(_window_index(kh, kw, sh, sw, dh, dw, oh, ow)):
+        grad = at(grad)[window].add(parts(k))
+    return grad[..., ph : ph + height, pw : pw + width]
+
+
+def max_pool2d(
+    input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False
+):
+    """2-D max pooling, as ``torch.nn.functional.max_pool2d``.
+
+    Padding is ``-inf``. Within a window the first maximum in row-major order wins ties; NaN
+    propagates (the last NaN of a window wins its index, as in torch).
+
+    Parameters
+    ----------
+    input : array
+    kernel_size : int or (int, int)
+    stride : int or (int, int), optional
+        Defaults to ``kernel_size``.
+    padding : int or (int, int)
+        At most half the kernel size.
+    dilation : int or (int, int)
+    ceil_mode : bool
+        Round the output size up; a last window is kept only if it starts inside the input or the
+        left padding.
+    return_indices : bool
+        Also return torch-compatible flat indices ``row * W + col`` of each maximum.
+
+    Shapes
+    ------
+    input : (N, C, H, W) or unbatched (C, H, W)
+    output, indices : (N, C, oh, ow), ``oh`` from :func:`portaconv.pool_output_size`
+    """
+    xp = namespace_of(input)
+    x, _, unbatched = batched("max_pool2d", input, xp)
+    geometry = _pool_geometry("max_pool2d", x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    out, index = _max_pool(x, geometry, xp)
+    if not return_indices:
+        return unbatch(out, unbatched)
+    flat = xp.broadcast_to(_flat_indices(index, geometry, x.shape[-1], xp), out.shape)
+    return unbatch(out, unbatched), unbatch(flat, unbatched)
+
+
+def max_pool2d_backward(
+    grad_output,
+    input,
+    kernel_size,
+    stride=None,
+    padding=0,
+    dilation=1,
+    ceil_mode=False,
+    return_indices=False,
+    *,
+    indices=None,
+):
+    """Gradient of :func:`max_pool2d`: each window's gradient goes to its maximum (summed where
+    windows overlap).
+
+    Parameters
+    ----------
+    grad_output : array
+    input, kernel_size, stride, padding, dilation, ceil_mode
+        As passed to :func:`max_pool2d` (``return_indices`` is accepted and ignored).
+    indices : array, optional, keyword-only
+        The indices :func:`max_pool2d` returned; saves recomputing the maxima.
+
+    Shapes
+    ------
+    grad_output, indices : (N, C, oh, ow)
+    returns : ((N, C, H, W),)
+    """
+    xp = namespace_of(grad_output, input, indices)
+    op = "max_pool2d_backward"
+    x, grad, unbatched = batched(op, input, xp, grad_output)
+    geometry = _pool_geometry(op, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    expected = (*x.shape[:2], geometry[8], geometry[9])
+    check_shape(op, "grad_output", grad, expected)
+    if indices is None:
+        _, taps = _max_pool(x, geometry, xp)
+    else:
+        if not xp.isdtype(indices.dtype, "integral"):
+            raise TypeError(f"{op}: indices must have an integer dtype, got {indices.dtype}")
+        if unbatched:
+            indices = xp.expand_dims(indices, axis=0)
+        check_shape(op, "indices", indices, expected)
+        taps = _taps_from_flat(indices, geometry, x.shape[-1], xp)
+    zero = xp.zeros((), dtype=grad.dtype, device=_device(grad))
+    grad_input = _scatter_windows(
+        lambda k: xp.where(taps == k, grad, zero), x.shape, geometry, x.dtype, _device(x), xp
+    )
+    return (unbatch(grad_input, unbatched),)
+
+
+def _avg_divisor(geometry, height, width, count_include_pad, divisor_override, dtype, device, xp):
+    """torch's divisor per output position: the window clipped to the padded input (never the
+    ceil_mode overhang), or to the input alone without count_include_pad."""
+    kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, _ = geometry
+    if divisor_override is not None:
+        return xp.asarray(float(divisor_override), dtype=dtype, device=device)
+
+    def counts(out_size, stride, kernel, pad, size):
+        result = []
+        for a in range(out_size):
+            start = a * stride - pad
+            end = min(start + kernel, size + pad)
+            if not count_include_pad:
+                start, end = max(start, 0), min(end, size)
+            result.append(end - start)
+        return result
+
+    rows = counts(oh, sh, kh, ph, height)
+    cols = counts(ow, sw, kw, pw, width)
+    return xp.asarray([[float(r * c) for c in cols] for r in rows], dtype=dtype, device=device)
+
+
+def _avg_geometry(op, shape, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    if not isinstance(count_include_pad, bool):
+        raise TypeError(f"{op}: count_include_pad must be a bool, got {count_include_pad!r}")
+    if divisor_override is not None and (not _is_int(divisor_override) or divisor_override == 0):
+        raise ValueError(f"{op}: divisor_override must be a non-zero int or None, got {divisor_override!r}")
+    return _pool_geometry(op, shape, kernel_size, stride, padding, 1, ceil_mode)
+
+
+def avg_pool2d(
+    input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+):
+    """2-D average pooling, as ``torch.nn.functional.avg_pool2d``.
+
+    Parameters
+    ----------
+    input : array
+    kernel_size, stride, padding, ceil_mode
+        As in :func:`max_pool2d` (padding is zeros).
+    count_include_pad : bool
+        Count padded zeros in the divisor (never the ceil_mode overhang past the padding).
+    divisor_override : int, optional
+        Divide every window sum by this instead.
+
+    Shapes
+    ------
+    input : (N, C, H, W) or unbatched (C, H, W)
+    output : (N, C, oh, ow)
+    """
+    xp = namespace_of(input)
+    op = "avg_pool2d"
+    x, _, unbatched = batched(op, input, xp)
+    geometry = _avg_geometry(op, x.shape, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+    kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, pads = geometry
+    x_padded = _pad(x, pads, 0, xp)
+    windows = _window_index(kh, kw, sh, sw, dh, dw, oh, ow)
+    total = x_padded[next(windows)]
+    for window in windows:
+        total = total + x_padded[window]
+    divisor = _avg_divisor(geometry, *x.shape[-2:], count_include_pad, divisor_override, x.dtype, _device(x), xp)
+    return unbatch(total / divisor, unbatched)
+
+
+def avg_pool2d_backward(
+    grad_output,
+    input,
+    kernel_size,
+    stride=None,
+    padding=0,
+    ceil_mode=False,
+    count_include_pad=True,
+    divisor_override=None,
+):
+    """Gradient of :func:`avg_pool2d`: each window spreads ``grad / divisor`` over its taps.
+
+    Shapes
+    ------
+    grad_output : (N, C, oh, ow)
+    returns : ((N, C, H, W),)
+    """
+    xp = namespace_of(grad_output, input)
+    op = "avg_pool2d_backward"
+    x, grad, unbatched = batched(op, input, xp, grad_output)
+    geometry = _avg_geometry(op, x.shape, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+    check_shape(op, "grad_output", grad, (*x.shape[:2], geometry[8], geometry[9]))
+    divisor = _avg_divisor(geometry, *x.shape[-2:], count_include_pad, divisor_override, x.dtype, _device(x), xp)
+    share = grad / divisor
+    grad_input = _scatter_windows(lambda k: share, x.shape, geometry, x.dtype, _device(x), xp)
+    return (unbatch(grad_input, unbatched),)
