@@ -14,7 +14,63 @@ import numpy as np
 from . import functional as F
 from ._backend import to_numpy
 
-__all__ = ["TOLERANCES", "Target", "Case", "CASES", "assert_close", "max_error", "make_inputs", "run_case", "torch_reference"]
+__all__ = [
+    "Backend",
+    "available_backends",
+    "TOLERANCES",
+    "Target",
+    "Case",
+    "CASES",
+    "assert_close",
+    "max_error",
+    "make_inputs",
+    "to_backend",
+    "run_case",
+    "torch_reference",
+]
+
+@dataclass(frozen=True)
+class Backend:
+    """A namespace and the device its test arrays live on."""
+
+    name: str
+    xp: object
+    device: object = None
+
+    def __str__(self):
+        return self.name
+
+
+def available_backends(selection=None) -> list:
+    """Backends usable here: numpy, array_api_strict, torch (CPU), cupy and torch-cuda with a GPU.
+
+    ``selection`` (default: the ``PORTACONV_BACKENDS`` variable, comma-separated) picks a subset;
+    naming a backend that is not usable raises ``ValueError``.
+    """
+    import os
+
+    from ._backend import get_namespace
+
+    found = {}
+    for name in ("numpy", "array_api_strict", "torch", "cupy"):
+        try:
+            found[name] = Backend(name, get_namespace(name))
+        except (ImportError, RuntimeError):
+            continue
+    if "torch" in found:
+        import torch
+
+        if torch.cuda.is_available():
+            found["torch-cuda"] = Backend("torch-cuda", found["torch"].xp, "cuda")
+    selection = os.environ.get("PORTACONV_BACKENDS", "") if selection is None else selection
+    names = [n.strip() for n in selection.split(",") if n.strip()] if isinstance(selection, str) else list(selection)
+    if not names:
+        return list(found.values())
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise ValueError(f"PORTACONV_BACKENDS names {missing}, not usable here; usable: {sorted(found)}")
+    return [found[n] for n in names]
+
 
 #: Allowed error, relative to ``max(1, max |reference|)``, per dtype: the one place tolerances live.
 TOLERANCES = {"float32": 5e-5, "float64": 1e-11}
@@ -99,24 +155,27 @@ def make_inputs(case: Case, rng) -> list:
     return inputs
 
 
-def _to_backend(array, xp, dtype):
+def to_backend(array, backend: Backend, dtype=None):
+    """A NumPy array on ``backend``: floats in ``dtype`` (a name or dtype), integers as int64."""
     if array is None:
         return None
+    xp = backend.xp
     if array.dtype.kind == "f":
-        return xp.asarray(array, dtype=dtype)
-    return xp.asarray(array)
+        dtype = getattr(xp, dtype) if isinstance(dtype, str) else dtype
+        return xp.asarray(array, dtype=dtype, device=backend.device)
+    return xp.asarray(array, dtype=xp.int64, device=backend.device)
 
 
-def run_case(case: Case, inputs, grad_output, xp, dtype):
-    """Forward and backward of a case on namespace ``xp`` in ``dtype`` (given NumPy inputs).
+def run_case(case: Case, inputs, grad_output, backend: Backend, dtype):
+    """Forward and backward of a case on ``backend`` in ``dtype`` (given NumPy inputs).
 
     Returns ``(output, grads)`` as backend arrays; ``grads`` holds one entry per positional input.
     """
     forward = getattr(F, case.op)
     backward = getattr(F, case.op + "_backward")
-    arrays = [_to_backend(a, xp, dtype) for a in inputs]
+    arrays = [to_backend(a, backend, dtype) for a in inputs]
     out = forward(*arrays, **case.params)
-    grads = backward(_to_backend(grad_output, xp, dtype), *arrays, **case.params)
+    grads = backward(to_backend(grad_output, backend, dtype), *arrays, **case.params)
     return out, grads
 
 

@@ -133,8 +133,9 @@ def _targets(op, input, target, reduction, ignore_index, xp):
 def _reduce(losses, kept, reduction, unbatched, xp):
     if reduction == "none":
         return losses[0, ...] if unbatched else losses
+    # NumPy reductions give scalars; asarray keeps a 0-d array of the input's library.
     total = xp.sum(losses)
-    return total if reduction == "sum" else total / xp.sum(kept)
+    return xp.asarray(total if reduction == "sum" else total / xp.sum(kept))
 
 
 def _grad_scale(grad_output, kept, reduction, unbatched, xp, op, loss_shape):

@@ -99,7 +99,9 @@ def max_pool2d(
     """2-D max pooling, as ``torch.nn.functional.max_pool2d``.
 
     Padding is ``-inf``. Within a window the first maximum in row-major order wins ties; NaN
-    propagates (the last NaN of a window wins its index, as in torch).
+    propagates (the last NaN of a window wins its index, as in torch). A dilated window whose taps
+    all fall in the padding gives ``-inf`` and torch's index (outside the input); its gradient goes
+    to no input element (torch's backward adds it to the next channel).
 
     Parameters
     ----------

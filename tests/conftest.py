@@ -1,0 +1,47 @@
+"""Fixtures: every usable backend (PORTACONV_BACKENDS picks a subset) × float32/float64."""
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import settings
+
+from portaconv.testing import available_backends
+
+settings.register_profile("default", max_examples=60, deadline=None, derandomize=True)
+settings.register_profile("ci", max_examples=200, deadline=None, derandomize=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "default"))
+
+BACKENDS = available_backends()
+
+
+@pytest.fixture(params=BACKENDS, ids=str)
+def backend(request):
+    return request.param
+
+
+@pytest.fixture
+def xp(backend):
+    return backend.xp
+
+
+@pytest.fixture(params=["float32", "float64"])
+def dtype(request):
+    return request.param
+
+
+@pytest.fixture
+def rng(request):
+    # A seed per test id: reproducible, and different cases get different numbers.
+    return np.random.default_rng(_seed(request.node.nodeid))
+
+
+def _seed(text):
+    import zlib
+
+    return zlib.crc32(text.encode())
+
+
+@pytest.fixture(scope="session")
+def torch():
+    return pytest.importorskip("torch")

@@ -1,0 +1,108 @@
+"""Oracle-free checks: finite differences and adjoint identities."""
+
+import numpy as np
+import pytest
+
+import portaconv.functional as F
+from portaconv import to_numpy
+from portaconv.testing import CASES, Target, make_inputs, run_case, to_backend
+from portaconv.window import col2im, im2col
+
+# Max pooling is not differentiable at ties; the "large" cases saturate (gradients ~0).
+SMOOTH = [(i, c) for i, c in enumerate(CASES) if c.values == "normal"]
+
+
+def _loss(case, inputs, grad_output, backend):
+    out = getattr(F, case.op)(*[to_backend(a, backend, "float64") for a in inputs], **case.params)
+    return float(np.sum(to_numpy(out) * grad_output))
+
+
+@pytest.mark.parametrize("index", [i for i, _ in SMOOTH], ids=[str(c) for _, c in SMOOTH])
+def test_directional_finite_difference(index, backend):
+    """(L(x + eps v) - L(x - eps v)) / 2 eps == <grad, v> for L = <f(x), g>, per float input."""
+    case = CASES[index]
+    rng = np.random.default_rng(1000 + index)
+    inputs = make_inputs(case, rng)
+    out = getattr(F, case.op)(*inputs, **case.params)
+    grad_output = rng.standard_normal(np.shape(out))
+    _, grads = run_case(case, inputs, grad_output, backend, "float64")
+    eps = 1e-6
+    for position, spec in enumerate(case.inputs):
+        if spec is None or isinstance(spec, Target):
+            assert grads[position] is None
+            continue
+        direction = rng.standard_normal(spec)
+        plus = list(inputs)
+        minus = list(inputs)
+        plus[position] = inputs[position] + eps * direction
+        minus[position] = inputs[position] - eps * direction
+        numeric = (_loss(case, plus, grad_output, backend) - _loss(case, minus, grad_output, backend)) / (2 * eps)
+        analytic = float(np.sum(to_numpy(grads[position]) * direction))
+        assert abs(numeric - analytic) <= 1e-6 * max(1.0, abs(analytic)), (case, position, numeric, analytic)
+
+
+SMALL = [
+    ("conv2d", ((1, 2, 5, 6), (3, 2, 3, 2), (3,)), {"stride": (2, 1), "padding": 1}),
+    ("conv_transpose2d", ((1, 2, 3, 3), (2, 2, 2, 3), (2,)), {"stride": 2, "padding": (0, 1), "output_padding": 1}),
+    ("max_pool2d", ((1, 2, 5, 5),), {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True}),
+    ("avg_pool2d", ((1, 2, 5, 5),), {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True, "count_include_pad": False}),
+    ("local_response_norm", ((1, 5, 2, 2),), {"size": 4, "alpha": 0.5}),
+]
+
+
+@pytest.mark.parametrize("op, shapes, params", SMALL, ids=[s[0] for s in SMALL])
+def test_full_finite_difference(op, shapes, params):
+    """Every entry of every gradient by central differences (NumPy, float64)."""
+    rng = np.random.default_rng(7)
+    inputs = [rng.standard_normal(s) for s in shapes]
+    out = getattr(F, op)(*inputs, **params)
+    grad_output = rng.standard_normal(np.shape(out))
+    grads = getattr(F, op + "_backward")(grad_output, *inputs, **params)
+    eps = 1e-6
+    for position, x in enumerate(inputs):
+        numeric = np.zeros_like(x)
+        for flat in range(x.size):
+            bumped = x.copy().reshape(-1)
+            bumped[flat] += eps
+            up = np.sum(getattr(F, op)(*inputs[:position], bumped.reshape(x.shape), *inputs[position + 1 :], **params) * grad_output)
+            bumped[flat] -= 2 * eps
+            down = np.sum(getattr(F, op)(*inputs[:position], bumped.reshape(x.shape), *inputs[position + 1 :], **params) * grad_output)
+            numeric.reshape(-1)[flat] = (up - down) / (2 * eps)
+        np.testing.assert_allclose(grads[position], numeric, rtol=1e-6, atol=1e-7)
+
+
+CONV_CASES = [c for c in CASES if c.op in ("conv2d", "conv_transpose2d")]
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=str)
+def test_adjoint_identity(case, backend):
+    """<conv(x), g> == <x, grad_input(g)>: the backward is the forward's exact adjoint."""
+    rng = np.random.default_rng(3)
+    x, weight = (rng.standard_normal(s) for s in case.inputs[:2])
+    xb, wb = to_backend(x, backend, "float64"), to_backend(weight, backend, "float64")
+    forward = getattr(F, case.op)
+    out = to_numpy(forward(xb, wb, None, **case.params))
+    g = rng.standard_normal(out.shape)
+    grad_input = getattr(F, case.op + "_backward")(to_backend(g, backend, "float64"), xb, wb, None, **case.params)[0]
+    left, right = float(np.sum(out * g)), float(np.sum(x * to_numpy(grad_input)))
+    assert abs(left - right) <= 1e-10 * max(1.0, abs(left))
+
+
+def test_conv_transpose_is_conv_grad_input(backend):
+    """conv_transpose2d(x, w) equals conv2d's input gradient at x, with conv2d's geometry."""
+    rng = np.random.default_rng(4)
+    x = to_backend(rng.standard_normal((2, 4, 5, 6)), backend, "float64")
+    weight = to_backend(rng.standard_normal((4, 3, 3, 3)), backend, "float64")
+    out = F.conv_transpose2d(x, weight, stride=2, padding=1, output_padding=1)
+    grad = F.conv2d_grad_input(x, weight, input_shape=tuple(out.shape), stride=2, padding=1)
+    np.testing.assert_array_equal(to_numpy(out), to_numpy(grad))
+
+
+def test_im2col_col2im_adjoint(backend):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 7, 8))
+    params = {"stride": (2, 1), "padding": (1, 2), "dilation": (1, 2)}
+    cols = to_numpy(im2col(to_backend(x, backend, "float64"), (3, 2), **params))
+    c = rng.standard_normal(cols.shape)
+    back = to_numpy(col2im(to_backend(c, backend, "float64"), x.shape, (3, 2), **params))
+    assert abs(np.sum(cols * c) - np.sum(x * back)) <= 1e-10 * abs(np.sum(cols * c))

@@ -1,0 +1,102 @@
+"""torch's exact semantics where libraries differ: ties, NaN, -inf, indices, extreme logits."""
+
+import numpy as np
+import pytest
+
+import portaconv.functional as F
+from portaconv import to_numpy
+from portaconv.testing import assert_close, to_backend
+
+nan, inf = np.nan, np.inf
+
+
+def _torch_pool(torch, x, g, **params):
+    t = torch.tensor(x, requires_grad=True)
+    out, indices = torch.nn.functional.max_pool2d(t, return_indices=True, **params)
+    out.backward(torch.tensor(g))
+    return out.detach().numpy(), indices.numpy(), t.grad.numpy()
+
+
+@pytest.mark.parametrize(
+    "rows, params",
+    [
+        ([[1.0, 1.0, 1.0, 1.0]], {"kernel_size": (1, 4)}),  # all equal: the first wins
+        ([[2.0, 5.0, 5.0, 1.0], [5.0, 0.0, 5.0, 5.0]], {"kernel_size": 2, "stride": 1}),
+        ([[nan, 1.0, nan, 0.0]], {"kernel_size": (1, 4)}),  # NaN propagates; torch's index: the last NaN
+        ([[1.0, nan, 3.0, 2.0], [0.0, 4.0, nan, 1.0]], {"kernel_size": 2, "stride": 1, "padding": 1}),
+        ([[-inf, -inf, -inf], [-inf, -inf, -inf]], {"kernel_size": 2, "stride": 1, "padding": 1}),  # padding never wins
+        ([[-inf, 1.0, -inf], [inf, -inf, inf]], {"kernel_size": 2, "stride": 2, "ceil_mode": True}),
+    ],
+)
+def test_max_pool_ties_nan_inf(torch, backend, rows, params):
+    x = np.array(rows)[None, None]
+    out, indices = F.max_pool2d(to_backend(x, backend, "float64"), return_indices=True, **params)
+    g = np.arange(1.0, 1.0 + np.prod(out.shape)).reshape(out.shape)
+    ref_out, ref_indices, ref_grad = _torch_pool(torch, x, g, **params)
+    np.testing.assert_array_equal(to_numpy(out), ref_out)
+    np.testing.assert_array_equal(to_numpy(indices), ref_indices)
+    xb, gb = to_backend(x, backend, "float64"), to_backend(g, backend, "float64")
+    (grad,) = F.max_pool2d_backward(gb, xb, **params)
+    np.testing.assert_array_equal(to_numpy(grad), ref_grad)
+    (from_indices,) = F.max_pool2d_backward(gb, xb, **params, indices=indices)
+    np.testing.assert_array_equal(to_numpy(from_indices), ref_grad)
+
+
+def test_max_pool_indices_random(torch, backend, dtype):
+    rng = np.random.default_rng(1)
+    x = rng.integers(-2, 3, size=(2, 3, 9, 10)).astype(np.float64)
+    params = {"kernel_size": (3, 2), "stride": (2, 3), "padding": (1, 1), "dilation": (2, 1), "ceil_mode": True}
+    out, indices = F.max_pool2d(to_backend(x, backend, dtype), return_indices=True, **params)
+    _, ref_indices, _ = _torch_pool(torch, x, np.zeros(out.shape), **params)
+    np.testing.assert_array_equal(to_numpy(indices), ref_indices)
+
+
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+def test_softmax_extreme_logits(torch, backend, dtype, op):
+    x = np.array([[1e4, -1e4, 0.0, 1e4], [-1e4, -1e4, -1e4, -1e4]])
+    out = to_numpy(getattr(F, op)(to_backend(x, backend, dtype), 1))
+    assert np.all(np.isfinite(out))
+    assert_close(out, getattr(torch, op)(torch.tensor(x), 1).numpy(), dtype=dtype, what=op)
+    (grad,) = getattr(F, op + "_backward")(to_backend(np.ones_like(x), backend, dtype), to_backend(x, backend, dtype), 1)
+    assert np.all(np.isfinite(to_numpy(grad)))
+
+
+def test_cross_entropy_extreme_logits(torch, backend, dtype):
+    x = np.array([[1e4, -1e4, 0.0], [-1e4, 1e4, 1e4]])
+    target = np.array([1, 2])
+    loss = to_numpy(F.cross_entropy(to_backend(x, backend, dtype), to_backend(target, backend)))
+    assert np.isfinite(loss)
+    assert_close(loss, torch.nn.functional.cross_entropy(torch.tensor(x), torch.tensor(target)).numpy(), dtype=dtype)
+
+
+def test_all_targets_ignored_gives_nan_like_torch(torch, backend):
+    x = np.zeros((2, 3))
+    target = np.array([-100, -100])
+    loss = float(to_numpy(F.nll_loss(to_backend(x, backend, "float64"), to_backend(target, backend))))
+    assert np.isnan(loss) and np.isnan(torch.nn.functional.nll_loss(torch.tensor(x), torch.tensor(target)).item())
+
+
+def test_relu_nan_and_signed_zero(backend):
+    x = np.array([nan, -0.0, -1.0, 2.0])
+    out = to_numpy(F.relu(to_backend(x, backend, "float64")))
+    assert np.isnan(out[0]) and np.array_equal(out[1:], [0.0, 0.0, 2.0])
+
+
+def test_sigmoid_no_overflow(backend):
+    x = np.array([-1000.0, -40.0, 0.0, 40.0, 1000.0])
+    out = to_numpy(F.sigmoid(to_backend(x, backend, "float64")))
+    np.testing.assert_allclose(out, [0.0, 4.248354255291589e-18, 0.5, 1.0, 1.0], rtol=1e-12)
+
+
+def test_max_pool_window_of_padding_only(torch, backend):
+    """A dilated window can hold only padding: its output is -inf and its index torch's (pointing
+    outside the input); torch's backward then adds that window's gradient to the next channel, ours
+    gives it to no input element."""
+    x = np.arange(1.0, 5.0).reshape(1, 4, 1, 1)
+    params = {"kernel_size": (4, 2), "stride": 1, "padding": (2, 1), "dilation": (1, 2)}
+    out, indices = F.max_pool2d(to_backend(x, backend, "float64"), return_indices=True, **params)
+    ref_out, ref_indices, _ = _torch_pool(torch, x, np.ones((1, 4, 2, 1)), **params)
+    np.testing.assert_array_equal(to_numpy(out), ref_out)
+    np.testing.assert_array_equal(to_numpy(indices), ref_indices)
+    (grad,) = F.max_pool2d_backward(to_backend(np.ones((1, 4, 2, 1)), backend, "float64"), to_backend(x, backend, "float64"), **params)
+    np.testing.assert_array_equal(to_numpy(grad), np.zeros_like(x))
