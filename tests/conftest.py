@@ -45,3 +45,12 @@ def _seed(text):
 @pytest.fixture(scope="session")
 def torch():
     return pytest.importorskip("torch")
+
+
+@pytest.fixture(params=["stride0", "col2im"])
+def grad_input_method(request, monkeypatch):
+    """Force one of conv2d's two input-gradient paths (the default picks per shape)."""
+    import portaconv.functional.conv as conv
+
+    monkeypatch.setattr(conv, "GRAD_INPUT_METHOD", request.param)
+    return request.param

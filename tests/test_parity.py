@@ -42,3 +42,16 @@ def test_matches_torch(index, backend, dtype):
         if backend.device is not None:
             assert str(grad.device).startswith(str(backend.device))
         assert_close(grad, ref, dtype=dtype, what=f"{case} grad {position}")
+
+
+CONV_INDICES = [i for i, c in enumerate(CASES) if c.op in ("conv2d", "conv_transpose2d")]
+
+
+@pytest.mark.parametrize("index", CONV_INDICES, ids=[str(CASES[i]) for i in CONV_INDICES])
+def test_both_grad_input_paths_match_torch(index, backend, grad_input_method):
+    """stride0/rot180 (the reference) and col2im each give torch's input gradient (float64)."""
+    case = CASES[index]
+    inputs, grad_output, ref_out, ref_grads = _reference(index)
+    out, grads = run_case(case, inputs, grad_output, backend, "float64")
+    assert_close(out, ref_out, what=f"{case} forward ({grad_input_method})")
+    assert_close(grads[0], ref_grads[0], what=f"{case} grad_input ({grad_input_method})")

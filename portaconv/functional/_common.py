@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from array_api_compat import device
+
 from .._validate import check_float_arrays, check_ndim
 
 
@@ -20,3 +22,18 @@ def batched(op, input, xp, grad_output=None, *, layout="(N, C, H, W) or unbatche
 
 def unbatch(x, unbatched):
     return x[0, ...] if unbatched else x
+
+
+def masked(values, mask, xp, *, finite=None):
+    """``where(mask, values, 0)``.
+
+    Multiplying by the mask gives the same numbers for finite values and runs without the
+    data-dependent branches that make NumPy's ``where`` ~10x slower on random masks; non-finite
+    values (where ``inf * 0`` would give NaN) take the ``where`` path. ``finite`` passes a check
+    already made on ``values``.
+    """
+    if finite is None:
+        finite = bool(xp.all(xp.isfinite(values)))
+    if finite:
+        return values * xp.astype(mask, values.dtype)
+    return xp.where(mask, values, xp.zeros((), dtype=values.dtype, device=device(values)))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from array_api_compat import device
+
 from .._backend import namespace_of
+from ._common import masked
 from .._validate import check_float_arrays, check_shape
 
 __all__ = ["relu", "relu_backward", "tanh", "tanh_backward", "sigmoid", "sigmoid_backward"]
@@ -23,7 +26,8 @@ def relu(input):
     """
     xp = namespace_of(input)
     _checked("relu", xp, input)
-    return xp.where(input < 0, xp.zeros_like(input), input)
+    # The standard's maximum propagates NaN, as torch's relu does.
+    return xp.maximum(input, xp.zeros((), dtype=input.dtype, device=device(input)))
 
 
 def relu_backward(grad_output, input):
@@ -35,7 +39,7 @@ def relu_backward(grad_output, input):
     """
     xp = namespace_of(grad_output, input)
     _checked("relu_backward", xp, input, grad_output)
-    return (xp.where(input > 0, grad_output, xp.zeros_like(grad_output)),)
+    return (masked(grad_output, input > 0, xp),)
 
 
 def tanh(input):

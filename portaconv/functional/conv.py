@@ -27,7 +27,7 @@ from .._backend import namespace_of
 from .._config import _resolve_limit
 from .._shapes import _is_int, _pair, _padding4, conv_output_size, conv_transpose_output_size, grad_input_padding
 from .._validate import check_float_arrays, check_ndim, check_shape
-from ..window import _dilate_pad, _im2col, _pad
+from ..window import _col2im, _dilate_pad, _im2col, _pad
 
 __all__ = [
     "conv2d",
@@ -130,7 +130,14 @@ def _itemsize(xp, dtype) -> int:
     return xp.finfo(dtype).bits // 8
 
 
-def _batch_step(per_image_bytes, batch, limit) -> int:
+# NumPy's im2col copy is memory-bound: columns built in chunks that stay in the CPU cache are read
+# back by the matrix product from cache instead of DRAM (measured ~1.3x faster on 56x56 layers).
+_NUMPY_CHUNK_BYTES = 4 * 2**20
+
+
+def _batch_step(per_image_bytes, batch, limit, xp) -> int:
+    if xp.__name__ == "array_api_compat.numpy":
+        limit = min(limit, _NUMPY_CHUNK_BYTES)
     return max(1, min(batch, limit // max(per_image_bytes, 1)))
 
 
@@ -147,12 +154,12 @@ def _conv_cnhw(x_padded, weight, g: _Geometry, stride, dilation, limit, xp):
     w = xp.reshape(weight, (groups, out_channels // groups, group_channels * kh * kw))
     if batch == 0:
         return xp.zeros((out_channels, 0, oh, ow), dtype=x_padded.dtype, device=_device(x_padded))
-    step = _batch_step(channels * kh * kw * oh * ow * _itemsize(xp, x_padded.dtype), batch, limit)
+    step = _batch_step(channels * kh * kw * oh * ow * _itemsize(xp, x_padded.dtype), batch, limit, xp)
     outs = []
     for start in range(0, batch, step):
         chunk = x_padded if step == batch else x_padded[:, start : min(start + step, batch), ...]
         size = chunk.shape[1] * oh * ow
-        cols = _im2col(chunk, kh, kw, sh, sw, dh, dw, oh, ow, xp)
+        cols = _im2col(chunk, kh, kw, sh, sw, dh, dw, oh, ow, xp, scratch=True)
         if groups == 1:
             out = xp.matmul(w[0, ...], cols)
         else:
@@ -165,8 +172,49 @@ def _forward_cnhw(x_cnhw, weight, g: _Geometry, limit, xp):
     return _conv_cnhw(_pad(x_cnhw, g.pads, 0, xp), weight, g, (g.sh, g.sw), (g.dh, g.dw), limit, xp)
 
 
+#: How conv2d's input gradient is computed: "stride0" (the reference: stride0, pad, and a stride-1
+#: convolution with the rotated kernel), "col2im" (columns Wᵀ·grad scatter-added back through the
+#: forward's windows: no multiplications by inserted zeros), or "auto" (the smaller buffer).
+GRAD_INPUT_METHOD = "auto"
+
+
 def _grad_input_cnhw(grad_cnhw, weight, g: _Geometry, limit, xp):
-    """(K, N, oh, ow) gradient → (C, N, H, W) input gradient, by stride0 + pad + rot180 conv."""
+    """(K, N, oh, ow) gradient → (C, N, H, W) input gradient."""
+    method = GRAD_INPUT_METHOD
+    if method == "auto":
+        out_channels, group_channels = weight.shape[:2]
+        # Column buffers: stride0 builds K·kh·kw × N·H·W, col2im C·kh·kw × N·oh·ow.
+        stride0_size = out_channels * g.height * g.width
+        col2im_size = group_channels * g.groups * g.oh * g.ow
+        method = "col2im" if col2im_size < stride0_size else "stride0"
+    if method == "col2im":
+        return _grad_input_col2im(grad_cnhw, weight, g, limit, xp)
+    return _grad_input_stride0(grad_cnhw, weight, g, limit, xp)
+
+
+def _grad_input_col2im(grad_cnhw, weight, g: _Geometry, limit, xp):
+    """dcols = Wᵀ · grad per group, then col2im: the exact adjoint of the forward's im2col."""
+    out_channels, group_channels, kh, kw = weight.shape
+    groups, oh, ow = g.groups, g.oh, g.ow
+    channels, batch = group_channels * groups, grad_cnhw.shape[1]
+    w_t = xp.matrix_transpose(xp.reshape(weight, (groups, out_channels // groups, group_channels * kh * kw)))
+    height_padded = g.height + g.pads[0] + g.pads[1]
+    width_padded = g.width + g.pads[2] + g.pads[3]
+    step = _batch_step(channels * kh * kw * oh * ow * _itemsize(xp, grad_cnhw.dtype), batch, limit, xp)
+    outs = []
+    for start in range(0, batch, step):
+        stop = min(start + step, batch)
+        chunk = grad_cnhw if step >= batch else grad_cnhw[:, start:stop, ...]
+        grad_matrix = xp.reshape(chunk, (groups, out_channels // groups, (stop - start) * oh * ow))
+        cols = xp.reshape(xp.matmul(w_t, grad_matrix), (channels * kh * kw, (stop - start) * oh * ow))
+        shape = (channels, stop - start, height_padded, width_padded)
+        outs.append(_col2im(cols, shape, kh, kw, g.sh, g.sw, g.dh, g.dw, oh, ow, xp))
+    padded = outs[0] if len(outs) == 1 else xp.concat(outs, axis=1)
+    return _pad(padded, tuple(-p for p in g.pads), 0, xp)
+
+
+def _grad_input_stride0(grad_cnhw, weight, g: _Geometry, limit, xp):
+    """stride0 + pad + a stride-1 convolution with the 180°-rotated, channel-swapped kernel."""
     low_h, high_h = grad_input_padding(g.height, g.oh, g.kh, stride=g.sh, padding_low=g.pads[0], dilation=g.dh)
     low_w, high_w = grad_input_padding(g.width, g.ow, g.kw, stride=g.sw, padding_low=g.pads[2], dilation=g.dw)
     # stride0: insert s-1 zeros so the backward conv runs at stride 1; the padding lets every input
@@ -196,11 +244,11 @@ def _grad_weight_cnhw(grad_cnhw, x_cnhw, g: _Geometry, limit, xp):
     x_padded = _pad(x_cnhw, g.pads, 0, xp)
     grad_matrix = xp.reshape(grad_cnhw, (groups, out_channels // groups, batch * oh * ow))
     total = xp.zeros((groups, out_channels // groups, group_channels * kh * kw), dtype=x_cnhw.dtype, device=_device(x_cnhw))
-    step = _batch_step(channels * kh * kw * oh * ow * _itemsize(xp, x_cnhw.dtype), max(batch, 1), limit)
+    step = _batch_step(channels * kh * kw * oh * ow * _itemsize(xp, x_cnhw.dtype), max(batch, 1), limit, xp)
     for start in range(0, batch, step):
         stop = min(start + step, batch)
         chunk = x_padded if step >= batch else x_padded[:, start:stop, ...]
-        cols = _im2col(chunk, kh, kw, g.sh, g.sw, g.dh, g.dw, oh, ow, xp)
+        cols = _im2col(chunk, kh, kw, g.sh, g.sw, g.dh, g.dw, oh, ow, xp, scratch=True)
         cols = xp.reshape(cols, (groups, group_channels * kh * kw, (stop - start) * oh * ow))
         grad_chunk = grad_matrix if step >= batch else grad_matrix[..., start * oh * ow : stop * oh * ow]
         part = xp.matmul(grad_chunk, xp.matrix_transpose(cols))

@@ -13,7 +13,7 @@ from .._backend import namespace_of
 from .._shapes import _is_int, _pair, pool_output_size
 from .._validate import check_shape
 from ..window import _pad, _window_index
-from ._common import batched, unbatch
+from ._common import batched, masked, unbatch
 
 __all__ = ["max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward"]
 
@@ -47,22 +47,60 @@ def _first_valid(out_size, stride, padding, dilation):
     return [max(0, -((a * stride - padding) // dilation)) for a in range(out_size)]
 
 
-def _max_pool(x, geometry, xp):
+def _max_pool_exact(x_padded, geometry, xp):
+    """torch's rule, tap by tap: start from -inf at the first tap inside the input and take a tap
+    if it is larger or NaN. Padding (-inf) never wins, equal values keep the first, and the last
+    NaN wins."""
     kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, pads = geometry
-    x_padded = _pad(x, pads, -float("inf"), xp)
-    device = _device(x)
-    # torch's rule: start from -inf at the first in-input tap, take a tap if it is larger or NaN.
-    # Padding (-inf) never wins, equal values keep the first, and the last NaN wins.
+    device = _device(x_padded)
     rows = _first_valid(oh, sh, ph, dh)
     cols = _first_valid(ow, sw, pw, dw)
-    index = xp.asarray([[r * kw + c for c in cols] for r in rows], dtype=xp.int64, device=device)
-    best = xp.full((*x.shape[:2], oh, ow), -float("inf"), dtype=x.dtype, device=device)
+    taps = xp.asarray([[r * kw + c for c in cols] for r in rows], dtype=xp.int32, device=device)
+    best = xp.full((*x_padded.shape[:2], oh, ow), -float("inf"), dtype=x_padded.dtype, device=device)
     for k, window in enumerate(_window_index(kh, kw, sh, sw, dh, dw, oh, ow)):
         value = x_padded[window]
         take = (value > best) | xp.isnan(value)
         best = xp.where(take, value, best)
-        index = xp.where(take, xp.asarray(k, dtype=xp.int64, device=device), index)
-    return best, index
+        taps = xp.where(take, xp.asarray(k, dtype=xp.int32, device=device), taps)
+    return best, taps
+
+
+def _max_values(x_padded, windows, xp):
+    # Elementwise maxima across the tap slices: reductions along a short last axis are far slower.
+    # The standard's maximum propagates NaN.
+    best = x_padded[windows[0]]
+    for window in windows[1:]:
+        best = xp.maximum(best, x_padded[window])
+    return best
+
+
+def _max_taps(x_padded, best, windows, geometry, xp):
+    """Index of each window's winning tap: the first tap equal to the maximum (torch's tie rule),
+    found by comparisons and arithmetic (NumPy's where is slow on random masks). Windows whose
+    maximum is not finite take the exact path (torch: the last NaN wins; an all -inf window points
+    at its first tap inside the input)."""
+    if not bool(xp.all(xp.isfinite(best))):
+        return _max_pool_exact(x_padded, geometry, xp)[1]
+    taps = xp.zeros(best.shape, dtype=xp.int32, device=_device(best))
+    found = None
+    for k, window in enumerate(windows[:-1]):
+        hit = x_padded[window] == best
+        if found is not None:
+            hit = hit & ~found
+        taps = taps + k * xp.astype(hit, xp.int32)
+        found = hit if found is None else found | hit
+    if found is not None:
+        taps = taps + (len(windows) - 1) * xp.astype(~found, xp.int32)
+    return taps
+
+
+def _max_pool(x, geometry, xp, *, taps=True):
+    """Window maxima and (``taps``) the index of each window's winning tap."""
+    kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, pads = geometry
+    x_padded = _pad(x, pads, -float("inf"), xp)
+    windows = list(_window_index(kh, kw, sh, sw, dh, dw, oh, ow))
+    best = _max_values(x_padded, windows, xp)
+    return best, (_max_taps(x_padded, best, windows, geometry, xp) if taps else None)
 
 
 def _flat_indices(index, geometry, width, xp):
@@ -126,10 +164,10 @@ def max_pool2d(
     xp = namespace_of(input)
     x, _, unbatched = batched("max_pool2d", input, xp)
     geometry = _pool_geometry("max_pool2d", x.shape, kernel_size, stride, padding, dilation, ceil_mode)
-    out, index = _max_pool(x, geometry, xp)
+    out, index = _max_pool(x, geometry, xp, taps=return_indices)
     if not return_indices:
         return unbatch(out, unbatched)
-    flat = xp.broadcast_to(_flat_indices(index, geometry, x.shape[-1], xp), out.shape)
+    flat = xp.broadcast_to(_flat_indices(xp.astype(index, xp.int64), geometry, x.shape[-1], xp), out.shape)
     return unbatch(out, unbatched), unbatch(flat, unbatched)
 
 
@@ -175,12 +213,13 @@ def max_pool2d_backward(
         if unbatched:
             indices = xp.expand_dims(indices, axis=0)
         check_shape(op, "indices", indices, expected)
-        taps = _taps_from_flat(indices, geometry, x.shape[-1], xp)
-    zero = xp.zeros((), dtype=grad.dtype, device=_device(grad))
+        taps = _taps_from_flat(xp.astype(indices, xp.int64), geometry, x.shape[-1], xp)
+    finite = bool(xp.all(xp.isfinite(grad)))
     grad_input = _scatter_windows(
-        lambda k: xp.where(taps == k, grad, zero), x.shape, geometry, x.dtype, _device(x), xp
+        lambda k: masked(grad, taps == k, xp, finite=finite), x.shape, geometry, x.dtype, _device(x), xp
     )
     return (unbatch(grad_input, unbatched),)
+
 
 
 def _avg_divisor(geometry, height, width, count_include_pad, divisor_override, dtype, device, xp):

@@ -1,0 +1,61 @@
+"""Built-in networks and their default training settings."""
+
+from __future__ import annotations
+
+from . import nn
+
+__all__ = ["MODELS", "DEFAULTS", "build"]
+
+
+def _seed_cnn(layer):
+    # Seed 000: conv 32@3×3 → relu → maxpool 2 → conv 64@3×3 → relu → maxpool 2 → linear 1600→10.
+    return [
+        layer(nn.Conv2d, 1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+        layer(nn.Conv2d, 32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), layer(nn.Linear, 1600, 10), nn.LogSoftmax(dim=1),
+    ]
+
+
+def _seed004(layer):
+    # Seed 004: conv 16@5×5 pad 2 + tanh → flatten → dense 10.
+    return [layer(nn.Conv2d, 1, 16, 5, padding=2), nn.Tanh(), nn.Flatten(), layer(nn.Linear, 16 * 28 * 28, 10), nn.LogSoftmax(dim=1)]
+
+
+def _cnn_deep(layer, seed):
+    # Two VGG-style blocks (two 3×3 convs, max pool, dropout) and a 256-unit hidden layer.
+    return [
+        layer(nn.Conv2d, 1, 32, 3, padding=1), nn.ReLU(), layer(nn.Conv2d, 32, 32, 3, padding=1), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Dropout(0.25, seed=seed + 101),
+        layer(nn.Conv2d, 32, 64, 3, padding=1), nn.ReLU(), layer(nn.Conv2d, 64, 64, 3, padding=1), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Dropout(0.25, seed=seed + 102),
+        nn.Flatten(), layer(nn.Linear, 64 * 7 * 7, 256), nn.ReLU(), nn.Dropout(0.5, seed=seed + 103),
+        layer(nn.Linear, 256, 10), nn.LogSoftmax(dim=1),
+    ]
+
+
+MODELS = {
+    "seed-cnn": "seed 000's network: 2 × (conv 3×3, relu, maxpool 2), linear 1600→10, log_softmax",
+    "seed004": "seed 004's network: conv 16@5×5 pad 2, tanh, linear 12544→10, log_softmax",
+    "cnn-deep": "2 × (2 × conv 3×3 pad 1 + relu, maxpool 2, dropout .25), linear 3136→256 + relu, dropout .5, linear 256→10",
+}
+
+#: Default training flags per model (epochs, batch size, learning rate, optimizer).
+DEFAULTS = {
+    "seed-cnn": {"epochs": 15, "batch_size": 64, "lr": 1e-3, "optimizer": "adam"},
+    "seed004": {"epochs": 10, "batch_size": 64, "lr": 1e-3, "optimizer": "adam"},
+    "cnn-deep": {"epochs": 20, "batch_size": 64, "lr": 1e-3, "optimizer": "adam"},
+}
+
+
+def build(name, *, backend="numpy", dtype="float32", device=None, seed=0) -> nn.Sequential:
+    """A built-in model with torch-default initialization drawn from ``seed``."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; available: {sorted(MODELS)}")
+    counter = iter(range(1000))
+
+    def layer(cls, *args, **kwargs):
+        return cls(*args, **kwargs, backend=backend, dtype=dtype, device=device, seed=seed * 1000 + next(counter))
+
+    if name == "cnn-deep":
+        return nn.Sequential(*_cnn_deep(layer, seed))
+    return nn.Sequential(*(_seed_cnn(layer) if name == "seed-cnn" else _seed004(layer)))

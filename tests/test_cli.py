@@ -1,0 +1,57 @@
+"""The portaconv command as a user runs it: subprocesses."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from portaconv import datasets
+
+
+def _run(*args, cwd=None, env=None):
+    return subprocess.run([sys.executable, "-m", "portaconv", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+
+
+def test_check_numpy_passes():
+    result = _run("check", "--backend", "numpy")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "conv2d" in result.stdout and "FAIL" not in result.stdout
+    assert result.stdout.strip().endswith("0 failed")
+
+
+def test_check_unknown_backend_fails_clearly():
+    result = _run("check", "--backend", "jax")
+    assert result.returncode == 2
+    assert "backend='jax' is not one of" in result.stderr
+
+
+def test_train_offline_without_data_fails_clearly(tmp_path):
+    env = dict(os.environ, HOME=str(tmp_path), PORTACONV_DATA="")
+    result = _run("train", "--dataset", "mnist", "--data-dir", str(tmp_path / "none"), "--epochs", "1", env=env)
+    assert result.returncode == 2
+    assert "no mnist files found in" in result.stderr
+
+
+@pytest.mark.skipif(datasets.find_files("fashion-mnist") is None, reason="Fashion-MNIST files not installed")
+def test_train_and_evaluate_on_real_data(tmp_path):
+    out = tmp_path / "run"
+    result = _run("train", "--limit", "3000", "--epochs", "2", "--out", str(out), "--seed", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    epochs = metrics["epochs"]
+    assert len(epochs) == 2 and metrics["backend"] == "numpy" and "numpy" in metrics["versions"]
+    assert epochs[1]["train_loss"] < epochs[0]["train_loss"]
+    assert epochs[1]["test_accuracy"] > 0.6, "far above chance (0.1)"
+    assert (out / "checkpoint.npz").is_file()
+    assert "epoch 1/2" in result.stderr, "tqdm progress bar"
+    evaluated = _run("evaluate", "--checkpoint", str(out / "checkpoint.npz"))
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "seed-cnn" in evaluated.stdout and "accuracy" in evaluated.stdout
+    try:
+        import matplotlib  # noqa: F401
+
+        assert (out / "curves.png").is_file()
+    except ImportError:
+        assert "matplotlib is not installed" in result.stdout

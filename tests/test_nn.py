@@ -1,0 +1,165 @@
+"""Layers against torch.nn, Module machinery, initialization, Dropout."""
+
+import numpy as np
+import pytest
+
+from portaconv import nn, to_numpy
+from portaconv.testing import to_backend
+
+torch = pytest.importorskip("torch")
+
+
+def _copy_into_torch(ours, theirs):
+    with torch.no_grad():
+        theirs.weight.copy_(torch.tensor(to_numpy(ours.weight.data), dtype=torch.float64))
+        if ours.bias is not None:
+            theirs.bias.copy_(torch.tensor(to_numpy(ours.bias.data), dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    "ours, theirs, shape",
+    [
+        (lambda b: nn.Conv2d(3, 4, (3, 2), stride=2, padding=1, groups=1, backend=b.xp, dtype="float64", device=b.device, seed=1),
+         lambda: torch.nn.Conv2d(3, 4, (3, 2), stride=2, padding=1), (2, 3, 7, 6)),
+        (lambda b: nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2, backend=b.xp, dtype="float64", device=b.device, seed=2),
+         lambda: torch.nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2), (2, 4, 5, 5)),
+        (lambda b: nn.Linear(5, 3, backend=b.xp, dtype="float64", device=b.device, seed=3), lambda: torch.nn.Linear(5, 3), (4, 5)),
+        (lambda b: nn.Linear(5, 3, bias=False, backend=b.xp, dtype="float64", device=b.device), lambda: torch.nn.Linear(5, 3, bias=False), (4, 5)),
+    ],
+    ids=["Conv2d", "ConvTranspose2d", "Linear", "Linear-nobias"],
+)
+def test_parametrized_layers_match_torch(backend, ours, theirs, shape):
+    layer, reference = ours(backend), theirs().double()
+    _copy_into_torch(layer, reference)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape)
+    out = layer(to_backend(x, backend, "float64"))
+    tx = torch.tensor(x, requires_grad=True)
+    ref = reference(tx)
+    g = rng.standard_normal(tuple(ref.shape))
+    ref.backward(torch.tensor(g))
+    grad_input = layer.backward(to_backend(g, backend, "float64"))
+    np.testing.assert_allclose(to_numpy(out), ref.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(to_numpy(grad_input), tx.grad.numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(to_numpy(layer.weight.grad), reference.weight.grad.numpy(), rtol=1e-12, atol=1e-12)
+    if layer.bias is not None:
+        np.testing.assert_allclose(to_numpy(layer.bias.grad), reference.bias.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_gradients_accumulate_until_zero_grad():
+    layer = nn.Linear(3, 2, dtype="float64", seed=0)
+    x, g = np.ones((1, 3)), np.ones((1, 2))
+    layer(x)
+    layer.backward(g)
+    first = layer.weight.grad.copy()
+    layer.backward(g)
+    np.testing.assert_array_equal(layer.weight.grad, 2 * first)
+    layer.zero_grad()
+    assert layer.weight.grad is None
+
+
+def test_first_layer_skips_input_gradient():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, dtype="float64", seed=0), nn.ReLU())
+    out = net(np.random.default_rng(0).standard_normal((2, 1, 5, 5)))
+    assert net.backward(np.ones(out.shape), input_grad=False) is None
+    assert net[0].weight.grad is not None
+
+
+@pytest.mark.parametrize("cls, args, fan_in", [(nn.Conv2d, (4, 8, 3), 36), (nn.ConvTranspose2d, (4, 8, 3), 72), (nn.Linear, (50, 20), 50)])
+def test_torch_default_init_bounds(cls, args, fan_in):
+    layer = cls(*args, dtype="float64", seed=0)
+    bound = 1 / np.sqrt(fan_in)
+    for p in (layer.weight.data, layer.bias.data):
+        assert np.abs(p).max() <= bound
+        assert np.abs(p).max() > 0.8 * bound  # the draws fill the interval
+    again = cls(*args, dtype="float64", seed=0)
+    np.testing.assert_array_equal(layer.weight.data, again.weight.data)
+
+
+def test_state_dict_round_trip_and_errors(backend):
+    from portaconv import models
+
+    net = models.build("seed-cnn", backend=backend.xp, device=backend.device, seed=1)
+    other = models.build("seed-cnn", backend=backend.xp, device=backend.device, seed=2)
+    state = net.state_dict()
+    assert list(state) == ["0.weight", "0.bias", "3.weight", "3.bias", "7.weight", "7.bias"]
+    other.load_state_dict(state)
+    for (name, a), b in zip(other.named_parameters(), state.values()):
+        np.testing.assert_array_equal(to_numpy(a.data), b)
+    with pytest.raises(ValueError, match=r"missing keys \['7.bias'\]"):
+        other.load_state_dict({k: v for k, v in state.items() if k != "7.bias"})
+    bad = dict(state, **{"7.bias": np.zeros(3)})
+    with pytest.raises(ValueError, match=r"7.bias has shape \(3,\), expected \(10,\)"):
+        other.load_state_dict(bad)
+
+
+def test_to_moves_parameters(torch):
+    from portaconv import models
+
+    net = models.build("seed-cnn", seed=0)
+    before = net.state_dict()
+    net.to("torch")
+    assert all(isinstance(p.data, torch.Tensor) for p in net.parameters())
+    for (name, p) in net.named_parameters():
+        np.testing.assert_array_equal(p.data.numpy(), before[name])
+    net.to("numpy", dtype="float64")
+    assert all(p.data.dtype == np.float64 for p in net.parameters())
+
+
+def test_repr_is_readable():
+    from portaconv import models
+
+    text = repr(models.build("seed-cnn"))
+    assert text.startswith("Sequential(\n  (0): Conv2d(1, 32, kernel_size=(3, 3)")
+    assert "(7): Linear(in_features=1600, out_features=10)" in text
+
+
+def test_dropout_seeded_and_eval():
+    x = np.ones((1000,))
+    a, b = nn.Dropout(0.3, seed=5), nn.Dropout(0.3, seed=5)
+    out = a(x)
+    np.testing.assert_array_equal(out, b(x))
+    assert set(np.unique(out)) == {0.0, 1 / 0.7}
+    assert 0.25 < np.mean(out == 0) < 0.35
+    np.testing.assert_array_equal(a.backward(np.ones(1000)), out)
+    a.eval()
+    np.testing.assert_array_equal(a(x), x)
+    with pytest.raises(ValueError, match=r"p must be in \[0, 1\), got 1.0"):
+        nn.Dropout(1.0)
+
+
+def test_loss_modules_match_torch():
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((5, 4)), rng.integers(0, 4, 5)
+    criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
+    loss = criterion(x, y)
+    tx = torch.tensor(x, requires_grad=True)
+    ref = torch.nn.CrossEntropyLoss(label_smoothing=0.1)(tx, torch.tensor(y))
+    ref.backward()
+    assert abs(float(loss) - ref.item()) < 1e-12
+    np.testing.assert_allclose(criterion.backward(), tx.grad.numpy(), atol=1e-12)
+
+
+def test_training_curves_match_between_numpy_and_torch_tensors():
+    """The same model from the same seed trained on numpy arrays and on torch tensors: same losses."""
+    from portaconv import models, optim
+    from portaconv.testing import available_backends
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 1, 28, 28))
+    y = rng.integers(0, 10, 64)
+    curves = {}
+    for backend in [b for b in available_backends() if b.name in ("numpy", "torch")]:
+        net = models.build("seed-cnn", backend=backend.xp, dtype="float64", device=backend.device, seed=3)
+        opt, criterion = optim.SGD(net.parameters(), lr=0.05, momentum=0.9), nn.NLLLoss()
+        losses = []
+        for step in range(8):
+            batch = slice(8 * step, 8 * step + 8)
+            xb, yb = to_backend(x[batch], backend, "float64"), to_backend(y[batch], backend)
+            losses.append(float(criterion(net(xb), yb)))
+            net.backward(criterion.backward(), input_grad=False)
+            opt.step()
+            opt.zero_grad()
+        curves[backend.name] = losses
+    np.testing.assert_allclose(curves["numpy"], curves["torch"], rtol=1e-10)
+    assert curves["numpy"][-1] != curves["numpy"][0]

@@ -1,0 +1,68 @@
+"""The im2col workspace limit: chunked results equal unchunked ones, and the peak stays bounded."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import portaconv
+import portaconv.functional as F
+import portaconv.functional.conv as conv
+from portaconv import to_numpy, window
+from portaconv.testing import to_backend
+
+
+@pytest.mark.parametrize("params", [{"padding": 1}, {"stride": 2, "padding": 1, "groups": 2}, {"dilation": 2, "stride": (1, 2)}])
+def test_chunked_equals_unchunked(backend, params):
+    rng = np.random.default_rng(0)
+    x = to_backend(rng.standard_normal((9, 4, 10, 11)), backend, "float64")
+    w = to_backend(rng.standard_normal((6, 4 // params.get("groups", 1), 3, 3)), backend, "float64")
+    out = F.conv2d(x, w, **params)
+    g = to_backend(rng.standard_normal(tuple(out.shape)), backend, "float64")
+    whole = [out, *F.conv2d_backward(g, x, w, **params)[:2]]
+    tiny = 4 * 9 * 4 * 11 * 8  # about one image's column buffer: forces many chunks
+    chunked = [F.conv2d(x, w, **params, workspace_limit=tiny), *F.conv2d_backward(g, x, w, **params, workspace_limit=tiny)[:2]]
+    for a, b in zip(whole, chunked):
+        np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-13, atol=1e-13)
+
+
+def test_global_setting_and_errors():
+    previous = portaconv.set_workspace_limit(1 << 20)
+    try:
+        assert portaconv.get_workspace_limit() == 1 << 20
+    finally:
+        portaconv.set_workspace_limit(previous)
+    with pytest.raises(ValueError, match="workspace_limit must be a positive number of bytes, got 0"):
+        portaconv.set_workspace_limit(0)
+    with pytest.raises(ValueError, match="workspace_limit must be a positive number of bytes, got -5"):
+        F.conv2d(np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 2, 2)), workspace_limit=-5)
+
+
+def _peak(function):
+    window._scratch.buffers.clear()  # the reused NumPy column buffer must be counted too
+    tracemalloc.start()
+    function()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def test_peak_memory_is_bounded(monkeypatch):
+    """A batch whose whole column buffer is 8x the limit stays near the limit (NumPy, tracemalloc)."""
+    monkeypatch.setattr(conv, "_NUMPY_CHUNK_BYTES", 1 << 40)  # measure the workspace limit alone
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 8, 16, 16)).astype(np.float32)  # 0.5 MiB
+    w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((64, 8, 16, 16)).astype(np.float32)
+    columns = 8 * 9 * 64 * 16 * 16 * 4  # 4.5 MiB for the whole batch
+    limit = columns // 8
+    arrays = x.nbytes + g.nbytes  # inputs, outputs and padded copies are each about this size
+
+    def run(workspace_limit):
+        F.conv2d(x, w, padding=1, workspace_limit=workspace_limit)
+        F.conv2d_backward(g, x, w, padding=1, workspace_limit=workspace_limit)
+
+    bounded = _peak(lambda: run(limit))
+    unbounded = _peak(lambda: run(1 << 40))
+    assert unbounded > columns, "the test shape really needs more than the limit"
+    assert bounded <= limit + 3 * arrays, f"peak {bounded} bytes with a {limit}-byte limit"
