@@ -394,6 +394,12 @@ def _settings(args, backend):
         import os
 
         settings["tf32"] = {"cupy CUPY_TF32": os.environ.get("CUPY_TF32", "0")}
+        if backend == "cupy":
+            import cupy
+
+            runtime = cupy.cuda.runtime
+            settings["cuda"] = {"driver": runtime.driverGetVersion(), "runtime": runtime.runtimeGetVersion(),
+                                "device": runtime.getDeviceProperties(0)["name"].decode()}
         if "torch" in sys.modules:
             import torch
 

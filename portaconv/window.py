@@ -33,6 +33,24 @@ def _window_index(kh, kw, sh, sw, dh, dw, oh, ow):
             yield (..., rows, slice(j * dw, j * dw + (ow - 1) * sw + 1, sw))
 
 
+def _set_at(x, index, values, xp):
+    """``x[index] = values``, returning the result: in place for NumPy (``array_api_extra.at``
+    costs ~6 µs a call, a quarter of a small convolution), through ``at`` elsewhere so immutable
+    arrays work. Only call it on arrays this library created."""
+    if xp.__name__ == "array_api_compat.numpy":
+        x[index] = values
+        return x
+    return at(x)[index].set(values)
+
+
+def _add_at(x, index, values, xp):
+    """``x[index] += values``, returning the result (see :func:`_set_at`)."""
+    if xp.__name__ == "array_api_compat.numpy":
+        x[index] += values
+        return x
+    return at(x)[index].add(values)
+
+
 def _pad(x, pads, value, xp):
     """Pad (positive) or crop (negative) the last two axes by (top, bottom, left, right)."""
     top, bottom, left, right = pads
@@ -45,7 +63,7 @@ def _pad(x, pads, value, xp):
     height, width = x.shape[-2:]
     shape = (*x.shape[:-2], height + top + bottom, width + left + right)
     out = xp.full(shape, value, dtype=x.dtype, device=array_api_compat.device(x))
-    return at(out)[..., top : top + height, left : left + width].set(x)
+    return _set_at(out, (..., slice(top, top + height), slice(left, left + width)), x, xp)
 
 
 def _dilate_pad(x, sh, sw, pads, xp):
@@ -58,7 +76,7 @@ def _dilate_pad(x, sh, sw, pads, xp):
         return _pad(x, pads, 0, xp)
     shape = (*x.shape[:-2], dilated_h + top + bottom, dilated_w + left + right)
     out = xp.zeros(shape, dtype=x.dtype, device=array_api_compat.device(x))
-    out = at(out)[..., top : top + dilated_h : sh, left : left + dilated_w : sw].set(x)
+    out = _set_at(out, (..., slice(top, top + dilated_h, sh), slice(left, left + dilated_w, sw)), x, xp)
     if min(pads) < 0:
         out = _pad(out, tuple(min(p, 0) for p in pads), 0, xp)
     return out
@@ -117,7 +135,7 @@ def _col2im(cols, shape_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp):
     cols = xp.reshape(cols, (channels, kh * kw, batch, oh, ow))
     out = xp.zeros(shape_padded, dtype=cols.dtype, device=array_api_compat.device(cols))
     for k, index in enumerate(_window_index(kh, kw, sh, sw, dh, dw, oh, ow)):
-        out = at(out)[index].add(cols[:, k, ...])
+        out = _add_at(out, index, cols[:, k, ...], xp)
     return out
 
 

@@ -21,13 +21,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from array_api_compat import device as _device
-from array_api_extra import at
 
 from .._backend import namespace_of
 from .._config import _resolve_limit
 from .._shapes import _is_int, _pair, _padding4, conv_output_size, conv_transpose_output_size, grad_input_padding
 from .._validate import check_float_arrays, check_ndim, check_shape
-from ..window import _col2im, _dilate_pad, _im2col, _pad
+from ..window import _add_at, _col2im, _dilate_pad, _im2col, _pad
 
 __all__ = [
     "conv2d",
@@ -263,7 +262,7 @@ def _to_cnhw(x, xp):
 def _add_bias(out_knhw, bias, xp):
     if bias is None:
         return out_knhw
-    return at(out_knhw)[...].add(xp.reshape(bias, (-1, 1, 1, 1)))
+    return _add_at(out_knhw, (...,), xp.reshape(bias, (-1, 1, 1, 1)), xp)
 
 
 def _bias_grad(grad_output, bias, xp):

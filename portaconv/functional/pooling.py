@@ -7,12 +7,11 @@ across them; the backwards scatter-add the gradient back through the same slices
 from __future__ import annotations
 
 from array_api_compat import device as _device
-from array_api_extra import at
 
 from .._backend import namespace_of
 from .._shapes import _is_int, _pair, pool_output_size
 from .._validate import check_shape
-from ..window import _pad, _window_index
+from ..window import _add_at, _pad, _window_index
 from ._common import batched, masked, unbatch
 
 __all__ = ["max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward"]
@@ -127,7 +126,7 @@ def _scatter_windows(parts, x_shape, geometry, dtype, device, xp):
     shape = (*x_shape[:2], height + pads[0] + max(pads[1], 0), width + pads[2] + max(pads[3], 0))
     grad = xp.zeros(shape, dtype=dtype, device=device)
     for k, window in enumerate(_window_index(kh, kw, sh, sw, dh, dw, oh, ow)):
-        grad = at(grad)[window].add(parts(k))
+        grad = _add_at(grad, window, parts(k), xp)
     return grad[..., ph : ph + height, pw : pw + width]
 
 
