@@ -7,10 +7,11 @@ from array_api_compat import device
 from .._validate import check_float_arrays, check_ndim
 
 
-def batched(op, input, xp, grad_output=None, *, layout="(N, C, H, W) or unbatched (C, H, W)"):
-    """Check a spatial op's input (and gradient); add a batch axis to unbatched (C, H, W) arrays."""
+def batched(op, input, xp, grad_output=None, *, layout="(N, C, H, W) or unbatched (C, H, W)", **others):
+    """Check a spatial op's input, gradient and ``others`` (same float dtype and device); add a
+    batch axis to unbatched (C, H, W) input and gradient."""
     check_ndim(op, "input", input, (3, 4), layout)
-    check_float_arrays(op, xp, input=input, grad_output=grad_output)
+    check_float_arrays(op, xp, input=input, **others, grad_output=grad_output)
     unbatched = input.ndim == 3
     if unbatched:
         input = xp.expand_dims(input, axis=0)

@@ -27,6 +27,7 @@ from .._config import _resolve_limit
 from .._shapes import _is_int, _pair, _padding4, conv_output_size, conv_transpose_output_size, grad_input_padding
 from .._validate import check_float_arrays, check_ndim, check_shape
 from ..window import _add_at, _col2im, _dilate_pad, _im2col, _pad
+from ._common import batched, unbatch
 
 __all__ = [
     "conv2d",
@@ -259,6 +260,13 @@ def _to_cnhw(x, xp):
     return xp.permute_dims(x, (1, 0, 2, 3))
 
 
+def _contiguous_cnhw(x, xp):
+    """(N, C, H, W) → (C, N, H, W) materialized once, for callers that read it more than once."""
+    channels, batch, height, width = x.shape[1], x.shape[0], x.shape[2], x.shape[3]
+    flat = xp.reshape(xp.permute_dims(x, (1, 0, 2, 3)), (channels, batch * height * width))
+    return xp.reshape(flat, (channels, batch, height, width))
+
+
 def _add_bias(out_knhw, bias, xp):
     if bias is None:
         return out_knhw
@@ -271,27 +279,15 @@ def _bias_grad(grad_output, bias, xp):
 
 def _prepare(op, input, weight, bias, xp, grad_output=None):
     """Validate ndim/dtypes/device; add a batch axis to unbatched (C, H, W) arrays."""
-    check_ndim(op, "input", input, (3, 4), "(N, C, H, W) or unbatched (C, H, W)")
     check_ndim(op, "weight", weight, (4,), "(out_channels, in_channels/groups, kh, kw)")
     if bias is not None:
         check_ndim(op, "bias", bias, (1,), "(channels,)")
-    check_float_arrays(op, xp, input=input, weight=weight, bias=bias, grad_output=grad_output)
-    unbatched = input.ndim == 3
-    if unbatched:
-        input = xp.expand_dims(input, axis=0)
-        if grad_output is not None:
-            check_ndim(op, "grad_output", grad_output, (3,), "(C, H, W) like the unbatched input")
-            grad_output = xp.expand_dims(grad_output, axis=0)
-    return input, grad_output, unbatched
+    return batched(op, input, xp, grad_output, weight=weight, bias=bias)
 
 
 def _check_bias(op, bias, channels):
     if bias is not None and tuple(bias.shape) != (channels,):
         raise ValueError(f"{op}: bias must have shape ({channels},), got {tuple(bias.shape)}")
-
-
-def _unbatch(x, unbatched):
-    return x[0, ...] if unbatched else x
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, workspace_limit=None):
@@ -328,7 +324,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     _check_bias("conv2d", bias, weight.shape[0])
     out = _forward_cnhw(_to_cnhw(x, xp), weight, g, _resolve_limit(workspace_limit), xp)
     out = _add_bias(out, bias, xp)
-    return _unbatch(_to_cnhw(out, xp), unbatched)
+    return unbatch(_to_cnhw(out, xp), unbatched)
 
 
 def _conv2d_backward_checked(op, grad_output, input, weight, bias, stride, padding, dilation, groups, xp):
@@ -365,10 +361,10 @@ def conv2d_backward(
         "conv2d_backward", grad_output, input, weight, bias, stride, padding, dilation, groups, xp
     )
     limit = _resolve_limit(workspace_limit)
-    grad_cnhw = _to_cnhw(grad, xp)
+    grad_cnhw = _contiguous_cnhw(grad, xp)  # read by both gradients
     grad_input = _to_cnhw(_grad_input_cnhw(grad_cnhw, weight, g, limit, xp), xp)
     grad_weight = _grad_weight_cnhw(grad_cnhw, _to_cnhw(x, xp), g, limit, xp)
-    return _unbatch(grad_input, unbatched), grad_weight, _bias_grad(grad, bias, xp)
+    return unbatch(grad_input, unbatched), grad_weight, _bias_grad(grad, bias, xp)
 
 
 def conv2d_grad_input(
@@ -452,7 +448,7 @@ def conv_transpose2d(
     _check_bias(op, bias, weight.shape[1] * groups)
     out = _grad_input_cnhw(_to_cnhw(x, xp), weight, g, _resolve_limit(workspace_limit), xp)
     out = _add_bias(out, bias, xp)
-    return _unbatch(_to_cnhw(out, xp), unbatched)
+    return unbatch(_to_cnhw(out, xp), unbatched)
 
 
 def conv_transpose2d_backward(
@@ -487,5 +483,5 @@ def conv_transpose2d_backward(
     limit = _resolve_limit(workspace_limit)
     grad_cnhw = _to_cnhw(grad, xp)
     grad_input = _to_cnhw(_forward_cnhw(grad_cnhw, weight, g, limit, xp), xp)
-    grad_weight = _grad_weight_cnhw(_to_cnhw(x, xp), grad_cnhw, g, limit, xp)
-    return _unbatch(grad_input, unbatched), grad_weight, _bias_grad(grad, bias, xp)
+    grad_weight = _grad_weight_cnhw(_contiguous_cnhw(x, xp), grad_cnhw, g, limit, xp)
+    return unbatch(grad_input, unbatched), grad_weight, _bias_grad(grad, bias, xp)

@@ -45,6 +45,11 @@ class _Parametrized(Module):
         self.weight = _uniform(weight_shape, bound, rng, backend, dtype, device)
         self.bias = None if bias_size is None else _uniform((bias_size,), bound, rng, backend, dtype, device)
 
+    def _accumulate(self, grad_weight, grad_bias):
+        self.weight.accumulate(grad_weight)
+        if self.bias is not None:
+            self.bias.accumulate(grad_bias)
+
 
 class Conv2d(_Parametrized):
     """2-D convolution layer (``torch.nn.Conv2d``)."""
@@ -74,9 +79,7 @@ class Conv2d(_Parametrized):
             grad_input = None
             grad_weight = F.conv2d_grad_weight(grad_output, self.input, weight_shape=tuple(self.weight.data.shape), **self._params())
             grad_bias = None if bias is None else namespace_of(grad_output).sum(grad_output, axis=(0, 2, 3))
-        self.weight.accumulate(grad_weight)
-        if self.bias is not None:
-            self.bias.accumulate(grad_bias)
+        self._accumulate(grad_weight, grad_bias)
         return grad_input
 
     def extra_repr(self):
@@ -108,9 +111,7 @@ class ConvTranspose2d(_Parametrized):
     def backward(self, grad_output, *, input_grad=True):
         bias = None if self.bias is None else self.bias.data
         grad_input, grad_weight, grad_bias = F.conv_transpose2d_backward(grad_output, self.input, self.weight.data, bias, **self._params())
-        self.weight.accumulate(grad_weight)
-        if self.bias is not None:
-            self.bias.accumulate(grad_bias)
+        self._accumulate(grad_weight, grad_bias)
         return grad_input
 
     def extra_repr(self):
@@ -131,9 +132,7 @@ class Linear(_Parametrized):
     def backward(self, grad_output, *, input_grad=True):
         bias = None if self.bias is None else self.bias.data
         grad_input, grad_weight, grad_bias = F.linear_backward(grad_output, self.input, self.weight.data, bias)
-        self.weight.accumulate(grad_weight)
-        if self.bias is not None:
-            self.bias.accumulate(grad_bias)
+        self._accumulate(grad_weight, grad_bias)
         return grad_input
 
     def extra_repr(self):
