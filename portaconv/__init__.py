@@ -2,7 +2,7 @@
 
 from . import functional
 from ._backend import BACKENDS, asarray, get_namespace, to_numpy
-from ._config import get_workspace_limit, set_workspace_limit
+from ._config import get_workspace_limit, set_workspace_limit, tune_allocator
 
 __version__ = "0.1.0"
 
@@ -14,5 +14,6 @@ __all__ = [
     "get_workspace_limit",
     "set_workspace_limit",
     "to_numpy",
+    "tune_allocator",
     "__version__",
 ]

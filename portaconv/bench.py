@@ -1,7 +1,8 @@
 """The benchmark harness behind ``portaconv bench`` (and ``benchmarks/run.py``).
 
 Times portaconv on one backend side by side with torch (torch.nn.functional and autograd) in the
-same process, on fixed suites of shapes: median after warm-up, synchronizing on GPUs. Reports
+same process, on fixed suites of shapes, calls of the two libraries alternating: median after
+warm-up, synchronizing on GPUs. Reports
 GFLOP/s for convolutions (2·N·K·C/groups·kh·kw·oh·ow per pass; forward+backward counts 3 passes),
 the ratio torch time / portaconv time (above 1: portaconv is faster), peak memory, and the max
 error of both against a float64 NumPy reference.
@@ -76,15 +77,15 @@ SUITES = {
     "cpu": _conv_workloads(_CPU)
     + [
         Workload("conv_transpose2d N32 C64 28² K32 4×4/2 p1", "conv_transpose", (32, 64, 28, 32, 4, 1, 2), ("forward", "forward+backward")),
-        Workload("max_pool2d N32 C64 56² 2×2/2", "max_pool", (32, 64, 56), ("forward", "forward+backward"), {"kernel_size": 2}),
-        Workload("max_pool2d N16 C64 112² 3×3/2 p1", "max_pool", (16, 64, 112), ("forward", "forward+backward"), {"kernel_size": 3, "stride": 2, "padding": 1}),
-        Workload("local_response_norm N32 C64 28² size 5", "lrn", (32, 64, 28), ("forward", "forward+backward"), {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0}),
+        Workload("max_pool2d N32 C64 56² 2×2/2", "max_pool", (32, 64, 56, 56), ("forward", "forward+backward"), {"kernel_size": 2}),
+        Workload("max_pool2d N16 C64 112² 3×3/2 p1", "max_pool", (16, 64, 112, 112), ("forward", "forward+backward"), {"kernel_size": 3, "stride": 2, "padding": 1}),
+        Workload("local_response_norm N32 C64 28² size 5", "lrn", (32, 64, 28, 28), ("forward", "forward+backward"), {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0}),
         Workload("seed-cnn train step, batch 64", "seed_train", 64),
     ],
     "gpu": _conv_workloads(_GPU, ("forward+backward",))
     + [
-        Workload("max_pool2d N128 C64 112² 3×3/2 p1", "max_pool", (128, 64, 112), ("forward+backward",), {"kernel_size": 3, "stride": 2, "padding": 1}),
-        Workload("local_response_norm N128 C64 56² size 5", "lrn", (128, 64, 56), ("forward+backward",), {"size": 5}),
+        Workload("max_pool2d N128 C64 112² 3×3/2 p1", "max_pool", (128, 64, 112, 112), ("forward+backward",), {"kernel_size": 3, "stride": 2, "padding": 1}),
+        Workload("local_response_norm N128 C64 56² size 5", "lrn", (128, 64, 56, 56), ("forward+backward",), {"size": 5}),
         Workload("seed-cnn train step, batch 64", "seed_train", 64),
         Workload("seed-cnn train step, batch 512", "seed_train", 512),
     ],
@@ -243,17 +244,33 @@ def _inputs(workload, rng):
     return [rng.standard_normal((batch, 1, 28, 28)), rng.integers(0, 10, batch)]
 
 
-def _time(function, sync, repeat, warmup, budget):
-    for _ in range(warmup):
-        function()
-    sync()
-    times, start = [], time.perf_counter()
-    while len(times) < repeat and (len(times) < 3 or time.perf_counter() - start < budget):
-        t = time.perf_counter()
-        function()
+def _time(sides, repeat, warmup, budget, rounds=4):
+    """Median seconds per call of each ``(function, sync)``.
+
+    The sides run in alternating blocks (A×k, B×k, A×k, ...), each block's first call discarded:
+    both libraries then see the same CPU clock (after idle it runs up to ~40% faster than under
+    sustained load, measured here), and neither is timed while the other's thread pools still
+    spin (alternating single calls slowed torch's batch-1 forward 20-fold).
+    """
+    for function, sync in sides:
+        for _ in range(warmup):
+            function()
         sync()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), len(times)
+    per_block = max(1, -(-repeat // rounds))
+    times = [[] for _ in sides]
+    start = time.perf_counter()
+    for block in range(rounds):
+        if block >= 1 and time.perf_counter() - start > budget:
+            break
+        for (function, sync), record in zip(sides, times):
+            function()
+            sync()
+            for _ in range(per_block):
+                t = time.perf_counter()
+                function()
+                sync()
+                record.append(time.perf_counter() - t)
+    return [statistics.median(t) for t in times], len(times[0])
 
 
 def _peak_numpy(function):
@@ -308,14 +325,21 @@ def run_suite(suite, *, backend="numpy", device=None, dtype="float32", compare="
     for workload in SUITES[suite]:
         if only and not any(word in workload.name for word in only):
             continue
-        inputs = _inputs(workload, rng)
+        # Rounded through float32, so the float64 reference sees the ties the float32 runs see.
+        inputs = [a.astype(np.float32).astype(np.float64) if a.dtype.kind == "f" else a for a in _inputs(workload, rng)]
         ints = [a.dtype.kind == "i" for a in inputs]
         our_arrays = [xp.asarray(a, device=device) if i else ours.array(a) for a, i in zip(inputs, ints)]
         reference = [get_namespace("numpy").asarray(a) for a in inputs]
         for mode in workload.modes:
             row = {"workload": workload.name, "mode": mode}
             function = _portaconv_call(ours, workload, mode, our_arrays)
-            row["seconds"], row["runs"] = _time(function, ours.sync, repeat, warmup, budget)
+            sides = [(function, ours.sync)]
+            if theirs is not None:
+                torch_arrays = [theirs.xp.asarray(a, device=theirs.device) if i else theirs.array(a) for a, i in zip(inputs, ints)]
+                torch_function = _torch_call(theirs, workload, mode, torch_arrays)
+                sides.append((torch_function, theirs.sync))
+            medians, row["runs"] = _time(sides, repeat, warmup, budget)
+            row["seconds"] = medians[0]
             if workload.kind == "conv":
                 passes = 3 if mode == "forward+backward" else 1
                 row["gflops"] = passes * workload.shape.flops() / row["seconds"] / 1e9
@@ -324,9 +348,7 @@ def run_suite(suite, *, backend="numpy", device=None, dtype="float32", compare="
                 ref = _flatten(_portaconv_call(_Side("numpy", get_namespace("numpy"), None, "float64"), workload, mode, reference)())
                 row["max_error"] = max(max_error(a, b) for a, b in zip(_flatten(function()), ref))
             if theirs is not None:
-                torch_arrays = [theirs.xp.asarray(a, device=theirs.device) if i else theirs.array(a) for a, i in zip(inputs, ints)]
-                torch_function = _torch_call(theirs, workload, mode, torch_arrays)
-                row["torch_seconds"], row["torch_runs"] = _time(torch_function, theirs.sync, repeat, warmup, budget)
+                row["torch_seconds"] = medians[1]
                 row["ratio"] = row["torch_seconds"] / row["seconds"]
                 row["torch_peak_bytes"] = _peak_gpu(theirs, torch_function)
                 if "max_error" in row:
@@ -358,8 +380,9 @@ def markdown(rows, settings):
     lines = [
         f"Machine: {settings['machine']}; {settings['processor']}; {settings['cores']} cores. Date: {settings['date']}.",
         f"Versions: {', '.join(f'{k} {v}' for k, v in settings['versions'].items())}.",
-        f"Backend {settings['backend']}, {settings['dtype']}, median of up to {settings['repeat']} runs after {settings['warmup']} warm-up."
-        + (f" TF32: {settings['tf32']}." if settings.get("tf32") else ""),
+        f"Backend {settings['backend']}, {settings['dtype']}, median of up to {settings['repeat']} runs after {settings['warmup']} warm-up, the two libraries timed in alternating blocks."
+        + (f" TF32: {settings['tf32']}." if settings.get("tf32") else "")
+        + (" glibc malloc thresholds raised for both libraries (portaconv.tune_allocator)." if settings.get("allocator_tuned") else ""),
         f"Command: `{settings['command']}`",
         "",
         "| workload | pass | portaconv ms | GFLOP/s | torch ms | ratio (torch/portaconv) | peak MiB | torch peak MiB | max err | torch max err |",
@@ -431,10 +454,14 @@ def add_arguments(parser):
     parser.add_argument("--only", nargs="*", help="rows whose name contains one of these words")
     parser.add_argument("--tf32", action="store_true", help="allow TF32 on the GPU on both sides (default: strict fp32)")
     parser.add_argument("--out", default=None, help="directory for <suite>-<backend>.json/.md/.png")
+    parser.add_argument("--no-tune-allocator", action="store_true", help="leave glibc's malloc thresholds alone (see portaconv.tune_allocator)")
 
 
 def main(args):
+    from ._config import tune_allocator
+
     backend = args.backend
+    allocator = False if args.no_tune_allocator else tune_allocator()
     if args.compare == "torch":
         import torch
 
@@ -446,6 +473,7 @@ def main(args):
 
         os.environ.setdefault("CUPY_TF32", "1" if args.tf32 else "0")
     settings = _settings(args, backend)
+    settings["allocator_tuned"] = allocator
     print(f"portaconv bench --suite {args.suite}: {backend} {args.dtype} vs {args.compare} ({settings['processor']})")
     rows = run_suite(args.suite, backend=backend, device=args.device, dtype=args.dtype, compare=args.compare,
                      repeat=args.repeat, warmup=args.warmup, budget=args.budget, only=args.only)

@@ -17,6 +17,7 @@ def _train(args):
     train(
         args.model, backend=args.backend, dtype=args.dtype, device=args.device, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, seed=args.seed, limit=args.limit,
+        augment=None if args.augment == "none" else args.augment,
         data_dir=args.data_dir, out=args.out, dataset=args.dataset, progress=not args.no_progress,
         command="portaconv " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
@@ -56,6 +57,8 @@ def build_parser():
     train.add_argument("--batch-size", type=int, default=None)
     train.add_argument("--lr", type=float, default=None)
     train.add_argument("--optimizer", default=None, choices=["adam", "sgd"])
+    train.add_argument("--augment", default="default", choices=["default", "flip", "none"],
+                       help="training augmentation (default: the model's, see portaconv.models.DEFAULTS)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--limit", type=int, default=None, help="train on the first N images only")
     train.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist"])

@@ -222,13 +222,17 @@ def load(name="fashion-mnist", split="train", *, data_dir=None, download=True, p
     return Dataset(images, labels, spec.mean, spec.std)
 
 
-def batches(dataset: Dataset, batch_size, *, shuffle=True, seed=0, backend="numpy", dtype="float32", device=None):
+def batches(dataset: Dataset, batch_size, *, shuffle=True, seed=0, augment=None, backend="numpy", dtype="float32", device=None):
     """Yield ``(x, y)`` batches on a backend: x (B, 1, 28, 28) normalized floats, y (B,) int64.
 
     The order is a seeded permutation (one per call: pass ``seed + epoch`` for new orders).
+    ``augment="flip"`` mirrors a random half of the images left-right (seeded, on the host).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size!r}")
+    if augment not in (None, "flip"):
+        raise ValueError(f"augment must be None or 'flip', got {augment!r}")
+    flips = np.random.default_rng([seed, 1]) if augment == "flip" else None
     xp = get_namespace(backend)
     order = np.random.default_rng(seed).permutation(len(dataset)) if shuffle else np.arange(len(dataset))
     float_dtype = getattr(np, dtype if isinstance(dtype, str) else str(dtype).rsplit(".", 1)[-1])
@@ -236,7 +240,11 @@ def batches(dataset: Dataset, batch_size, *, shuffle=True, seed=0, backend="nump
     shift = float_dtype(dataset.mean / dataset.std)
     for start in range(0, len(order), batch_size):
         index = order[start : start + batch_size]
-        images = dataset.images[index].astype(float_dtype)[:, None] * scale - shift
+        images = dataset.images[index]
+        if flips is not None:
+            mirrored = flips.random(len(index)) < 0.5
+            images = np.where(mirrored[:, None, None], images[:, :, ::-1], images)
+        images = images.astype(float_dtype)[:, None] * scale - shift
         x = xp.asarray(images, dtype=getattr(xp, float_dtype.__name__), device=device)
         y = xp.asarray(dataset.labels[index].astype(np.int64), device=device)
         yield x, y

@@ -39,11 +39,11 @@ MODELS = {
     "cnn-deep": "2 × (2 × conv 3×3 pad 1 + relu, maxpool 2, dropout .25), linear 3136→256 + relu, dropout .5, linear 256→10",
 }
 
-#: Default training flags per model (epochs, batch size, learning rate, optimizer).
+#: Default training flags per model (epochs, batch size, learning rate, optimizer, augmentation).
 DEFAULTS = {
-    "seed-cnn": {"epochs": 15, "batch_size": 64, "lr": 1e-3, "optimizer": "adam"},
-    "seed004": {"epochs": 10, "batch_size": 64, "lr": 1e-3, "optimizer": "adam"},
-    "cnn-deep": {"epochs": 20, "batch_size": 64, "lr": 1e-3, "optimizer": "adam"},
+    "seed-cnn": {"epochs": 20, "batch_size": 64, "lr": 1e-3, "optimizer": "adam", "augment": "flip"},
+    "seed004": {"epochs": 10, "batch_size": 64, "lr": 1e-3, "optimizer": "adam", "augment": "flip"},
+    "cnn-deep": {"epochs": 15, "batch_size": 64, "lr": 1e-3, "optimizer": "adam", "augment": "flip"},
 }
 
 

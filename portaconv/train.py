@@ -77,7 +77,8 @@ def _plot(history, path):
     return path
 
 def train(model="seed-cnn", *, backend="numpy", dtype="float32", device=None, epochs=None, batch_size=None, lr=None,
-          optimizer=None, seed=0, limit=None, data_dir=None, out=None, dataset="fashion-mnist", progress=True, command=None):
+          optimizer=None, augment="default", seed=0, limit=None, data_dir=None, out=None, dataset="fashion-mnist", progress=True,
+          command=None):
     """Train a built-in model; returns the metrics dict also written to ``out/metrics.json``.
 
     Flags left ``None`` take the model's defaults (:data:`portaconv.models.DEFAULTS`). The learning
@@ -85,11 +86,15 @@ def train(model="seed-cnn", *, backend="numpy", dtype="float32", device=None, ep
     """
     from tqdm.auto import tqdm
 
+    from ._config import tune_allocator
+
+    tune_allocator()  # our own process: keep freed memory mapped (see its docstring)
     defaults = models.DEFAULTS[model] if model in models.DEFAULTS else {}
     epochs = defaults.get("epochs", 10) if epochs is None else epochs
     batch_size = defaults.get("batch_size", 64) if batch_size is None else batch_size
     lr = defaults.get("lr", 1e-3) if lr is None else lr
     optimizer = defaults.get("optimizer", "adam") if optimizer is None else optimizer
+    augment = defaults.get("augment") if augment == "default" else augment
     if epochs < 1:
         raise ValueError(f"epochs must be positive, got {epochs}")
     out = Path(out if out is not None else Path("runs") / model)
@@ -103,7 +108,8 @@ def train(model="seed-cnn", *, backend="numpy", dtype="float32", device=None, ep
     metrics = {
         "model": model, "dataset": dataset, "backend": backend if isinstance(backend, str) else backend.__name__,
         "device": str(_device(net.parameters()[0].data)), "dtype": dtype,
-        "flags": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer, "seed": seed, "limit": limit},
+        "flags": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer, "augment": augment, "seed": seed,
+                  "limit": limit},
         "versions": versions(backend), "machine": platform.platform(), "command": command or " ".join(sys.argv),
         "train_size": len(train_set), "test_size": len(test_set), "epochs": [],
     }
@@ -113,7 +119,7 @@ def train(model="seed-cnn", *, backend="numpy", dtype="float32", device=None, ep
         start = time.perf_counter()
         seen, loss_sum, correct = 0, 0.0, 0
         steps = math.ceil(len(train_set) / batch_size)
-        bar = tqdm(datasets.batches(train_set, batch_size, seed=seed * 7919 + epoch, backend=backend, dtype=dtype, device=device),
+        bar = tqdm(datasets.batches(train_set, batch_size, seed=seed * 7919 + epoch, augment=augment, backend=backend, dtype=dtype, device=device),
                    total=steps, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=True)
         for x, y in bar:
             out_batch = net(x)
