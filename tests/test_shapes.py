@@ -4,15 +4,8 @@ import itertools
 
 import pytest
 
-from portaconv._shapes import (
-    _pair,
-    _padding4,
-    conv_output_size,
-    conv_transpose_output_size,
-    grad_input_padding,
-    pool_output_size,
-    same_padding,
-)
+from portaconv import conv_output_size, conv_transpose_output_size, grad_input_padding, pool_output_size, same_padding
+from portaconv._shapes import _pair, _padding4
 
 
 def test_hand_values():
