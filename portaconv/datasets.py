@@ -222,29 +222,49 @@ def load(name="fashion-mnist", split="train", *, data_dir=None, download=True, p
     return Dataset(images, labels, spec.mean, spec.std)
 
 
+AUGMENTATIONS = (None, "flip", "shift", "flip+shift")
+_SHIFT = 2
+
+
+def _translate(images, offsets):
+    """Move image i by offsets[i] = (dy, dx) pixels, filling with zeros (the background)."""
+    count, height, width = images.shape
+    padded = np.zeros((count, height + 2 * _SHIFT, width + 2 * _SHIFT), dtype=images.dtype)
+    padded[:, _SHIFT : _SHIFT + height, _SHIFT : _SHIFT + width] = images
+    rows = (_SHIFT - offsets[:, 0])[:, None] + np.arange(height)
+    cols = (_SHIFT - offsets[:, 1])[:, None] + np.arange(width)
+    return padded[np.arange(count)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
 def batches(dataset: Dataset, batch_size, *, shuffle=True, seed=0, augment=None, backend="numpy", dtype="float32", device=None):
     """Yield ``(x, y)`` batches on a backend: x (B, 1, 28, 28) normalized floats, y (B,) int64.
 
     The order is a seeded permutation (one per call: pass ``seed + epoch`` for new orders).
-    ``augment="flip"`` mirrors a random half of the images left-right (seeded, on the host).
+    ``augment`` (training only, seeded, on the host): ``"flip"`` mirrors a random half of the
+    images left-right; ``"shift"`` translates each image by up to 2 pixels in each direction
+    (zero background); ``"flip+shift"`` does both.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size!r}")
-    if augment not in (None, "flip"):
-        raise ValueError(f"augment must be None or 'flip', got {augment!r}")
-    flips = np.random.default_rng([seed, 1]) if augment == "flip" else None
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
+    randomness = np.random.default_rng([seed, 1])
+    flip = augment in ("flip", "flip+shift")
+    translate = augment in ("shift", "flip+shift")
     xp = get_namespace(backend)
     order = np.random.default_rng(seed).permutation(len(dataset)) if shuffle else np.arange(len(dataset))
     float_dtype = getattr(np, dtype if isinstance(dtype, str) else str(dtype).rsplit(".", 1)[-1])
     scale = float_dtype(1.0 / (255.0 * dataset.std))
-    shift = float_dtype(dataset.mean / dataset.std)
+    offset = float_dtype(dataset.mean / dataset.std)
     for start in range(0, len(order), batch_size):
         index = order[start : start + batch_size]
         images = dataset.images[index]
-        if flips is not None:
-            mirrored = flips.random(len(index)) < 0.5
+        if flip:
+            mirrored = randomness.random(len(index)) < 0.5
             images = np.where(mirrored[:, None, None], images[:, :, ::-1], images)
-        images = images.astype(float_dtype)[:, None] * scale - shift
+        if translate:
+            images = _translate(images, randomness.integers(-_SHIFT, _SHIFT + 1, size=(len(index), 2)))
+        images = images.astype(float_dtype)[:, None] * scale - offset
         x = xp.asarray(images, dtype=getattr(xp, float_dtype.__name__), device=device)
         y = xp.asarray(dataset.labels[index].astype(np.int64), device=device)
         yield x, y

@@ -167,3 +167,37 @@ def test_real_fashion_mnist_when_installed():
     test = datasets.load("fashion-mnist", "test", download=False)
     assert train.images.shape == (60000, 28, 28) and test.images.shape == (10000, 28, 28)
     assert np.bincount(train.labels).tolist() == [6000] * 10
+
+
+def test_augmentations_are_seeded_flips_and_shifts(isolated):
+    _write_dataset(isolated, n=64)
+    data = datasets.load("mnist", "train", data_dir=isolated)
+    plain = next(datasets.batches(data, 64, seed=2))[0]
+    for augment in ("flip", "shift", "flip+shift"):
+        first = next(datasets.batches(data, 64, seed=2, augment=augment))[0]
+        again = next(datasets.batches(data, 64, seed=2, augment=augment))[0]
+        np.testing.assert_array_equal(first, again)
+        assert not np.array_equal(first, plain)
+    flipped = next(datasets.batches(data, 64, seed=2, augment="flip"))[0]
+    for a, b in zip(flipped, plain):
+        assert np.array_equal(a, b) or np.array_equal(a, b[:, :, ::-1])
+    shifted = next(datasets.batches(data, 64, seed=2, augment="shift"))[0]
+    background = plain.min()
+    for a, b in zip(shifted, plain):
+        # some translation by at most 2 pixels maps the plain image onto the shifted one
+        assert any(
+            np.array_equal(a[0, max(dy, 0) : 28 + min(dy, 0), max(dx, 0) : 28 + min(dx, 0)],
+                           b[0, max(-dy, 0) : 28 + min(-dy, 0), max(-dx, 0) : 28 + min(-dx, 0)])
+            for dy in range(-2, 3) for dx in range(-2, 3)
+        )
+        assert a.min() >= background - 1e-6
+    with pytest.raises(ValueError, match=r"augment must be one of \(None, 'flip', 'shift', 'flip\+shift'\), got 'crop'"):
+        next(datasets.batches(data, 8, augment="crop"))
+
+
+def test_plain_batches_are_the_normalized_images(isolated):
+    _write_dataset(isolated, n=30)
+    data = datasets.load("mnist", "train", data_dir=isolated)
+    (x, y), = list(datasets.batches(data, 30, shuffle=False, dtype="float64"))
+    np.testing.assert_allclose(x[:, 0] * data.std * 255 + data.mean * 255, data.images, atol=1e-9)
+    np.testing.assert_array_equal(y, data.labels)
