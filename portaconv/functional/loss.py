@@ -30,6 +30,13 @@ def _check_dim(op, input, dim):
         raise ValueError(f"{op}: dim={dim!r} is out of range for an input of shape {tuple(input.shape)}")
 
 
+def _check_softmax(op, xp, input, dim, grad_output=None):
+    check_float_arrays(op, xp, input=input, grad_output=grad_output)
+    if grad_output is not None:
+        check_shape(op, "grad_output", grad_output, input.shape)
+    _check_dim(op, input, dim)
+
+
 def _log_softmax(x, dim, xp):
     # Shift by the maximum so exp never overflows: logits of ±1e4 stay finite.
     shifted = x - xp.max(x, axis=dim, keepdims=True)
@@ -44,8 +51,7 @@ def softmax(input, dim):
     input : any → same shape
     """
     xp = namespace_of(input)
-    check_float_arrays("softmax", xp, input=input)
-    _check_dim("softmax", input, dim)
+    _check_softmax("softmax", xp, input, dim)
     shifted = xp.exp(input - xp.max(input, axis=dim, keepdims=True))
     return shifted / xp.sum(shifted, axis=dim, keepdims=True)
 
@@ -58,9 +64,8 @@ def softmax_backward(grad_output, input, dim):
     grad_output, input : same shape → ((same shape),)
     """
     xp = namespace_of(grad_output, input)
-    check_float_arrays("softmax_backward", xp, input=input, grad_output=grad_output)
-    check_shape("softmax_backward", "grad_output", grad_output, input.shape)
-    y = softmax(input, dim)
+    _check_softmax("softmax_backward", xp, input, dim, grad_output)
+    y = xp.exp(_log_softmax(input, dim, xp))
     return (y * (grad_output - xp.sum(grad_output * y, axis=dim, keepdims=True)),)
 
 
@@ -72,8 +77,7 @@ def log_softmax(input, dim):
     input : any → same shape
     """
     xp = namespace_of(input)
-    check_float_arrays("log_softmax", xp, input=input)
-    _check_dim("log_softmax", input, dim)
+    _check_softmax("log_softmax", xp, input, dim)
     return _log_softmax(input, dim, xp)
 
 
@@ -85,9 +89,7 @@ def log_softmax_backward(grad_output, input, dim):
     grad_output, input : same shape → ((same shape),)
     """
     xp = namespace_of(grad_output, input)
-    check_float_arrays("log_softmax_backward", xp, input=input, grad_output=grad_output)
-    check_shape("log_softmax_backward", "grad_output", grad_output, input.shape)
-    _check_dim("log_softmax_backward", input, dim)
+    _check_softmax("log_softmax_backward", xp, input, dim, grad_output)
     probabilities = xp.exp(_log_softmax(input, dim, xp))
     return (grad_output - probabilities * xp.sum(grad_output, axis=dim, keepdims=True),)
 
