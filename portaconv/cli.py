@@ -57,7 +57,7 @@ def build_parser():
     train.add_argument("--batch-size", type=int, default=None)
     train.add_argument("--lr", type=float, default=None)
     train.add_argument("--optimizer", default=None, choices=["adam", "sgd"])
-    train.add_argument("--augment", default="default", choices=["default", "flip", "shift", "flip+shift", "none"],
+    train.add_argument("--augment", default="default", choices=["default", "flip", "shift1", "shift2", "flip+shift1", "flip+shift2", "none"],
                        help="training augmentation (default: the model's, see portaconv.models.DEFAULTS)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--limit", type=int, default=None, help="train on the first N images only")

@@ -222,17 +222,18 @@ def load(name="fashion-mnist", split="train", *, data_dir=None, download=True, p
     return Dataset(images, labels, spec.mean, spec.std)
 
 
-AUGMENTATIONS = (None, "flip", "shift", "flip+shift")
-_SHIFT = 2
+#: Training augmentations: mirror a random half left-right (``flip``), translate by up to 1 or 2
+#: pixels in each direction with zero background (``shift1``, ``shift2``), or a flip and a shift.
+AUGMENTATIONS = (None, "flip", "shift1", "shift2", "flip+shift1", "flip+shift2")
 
 
-def _translate(images, offsets):
-    """Move image i by offsets[i] = (dy, dx) pixels, filling with zeros (the background)."""
+def _translate(images, offsets, limit):
+    """Move image i by offsets[i] = (dy, dx) pixels (|d| <= limit), filling with zeros (the background)."""
     count, height, width = images.shape
-    padded = np.zeros((count, height + 2 * _SHIFT, width + 2 * _SHIFT), dtype=images.dtype)
-    padded[:, _SHIFT : _SHIFT + height, _SHIFT : _SHIFT + width] = images
-    rows = (_SHIFT - offsets[:, 0])[:, None] + np.arange(height)
-    cols = (_SHIFT - offsets[:, 1])[:, None] + np.arange(width)
+    padded = np.zeros((count, height + 2 * limit, width + 2 * limit), dtype=images.dtype)
+    padded[:, limit : limit + height, limit : limit + width] = images
+    rows = (limit - offsets[:, 0])[:, None] + np.arange(height)
+    cols = (limit - offsets[:, 1])[:, None] + np.arange(width)
     return padded[np.arange(count)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
@@ -240,17 +241,16 @@ def batches(dataset: Dataset, batch_size, *, shuffle=True, seed=0, augment=None,
     """Yield ``(x, y)`` batches on a backend: x (B, 1, 28, 28) normalized floats, y (B,) int64.
 
     The order is a seeded permutation (one per call: pass ``seed + epoch`` for new orders).
-    ``augment`` (training only, seeded, on the host): ``"flip"`` mirrors a random half of the
-    images left-right; ``"shift"`` translates each image by up to 2 pixels in each direction
-    (zero background); ``"flip+shift"`` does both.
+    ``augment`` (training only, seeded, on the host): one of :data:`AUGMENTATIONS`.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size!r}")
     if augment not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
     randomness = np.random.default_rng([seed, 1])
-    flip = augment in ("flip", "flip+shift")
-    translate = augment in ("shift", "flip+shift")
+    parts = set((augment or "").split("+"))
+    flip = "flip" in parts
+    translate = 2 if "shift2" in parts else 1 if "shift1" in parts else 0
     xp = get_namespace(backend)
     order = np.random.default_rng(seed).permutation(len(dataset)) if shuffle else np.arange(len(dataset))
     float_dtype = getattr(np, dtype if isinstance(dtype, str) else str(dtype).rsplit(".", 1)[-1])
@@ -263,7 +263,7 @@ def batches(dataset: Dataset, batch_size, *, shuffle=True, seed=0, augment=None,
             mirrored = randomness.random(len(index)) < 0.5
             images = np.where(mirrored[:, None, None], images[:, :, ::-1], images)
         if translate:
-            images = _translate(images, randomness.integers(-_SHIFT, _SHIFT + 1, size=(len(index), 2)))
+            images = _translate(images, randomness.integers(-translate, translate + 1, size=(len(index), 2)), translate)
         images = images.astype(float_dtype)[:, None] * scale - offset
         x = xp.asarray(images, dtype=getattr(xp, float_dtype.__name__), device=device)
         y = xp.asarray(dataset.labels[index].astype(np.int64), device=device)

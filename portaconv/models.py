@@ -41,7 +41,7 @@ MODELS = {
 
 #: Default training flags per model (epochs, batch size, learning rate, optimizer, augmentation).
 DEFAULTS = {
-    "seed-cnn": {"epochs": 20, "batch_size": 64, "lr": 1e-3, "optimizer": "adam", "augment": "flip+shift"},
+    "seed-cnn": {"epochs": 20, "batch_size": 64, "lr": 1e-3, "optimizer": "adam", "augment": "flip+shift1"},
     "seed004": {"epochs": 10, "batch_size": 64, "lr": 1e-3, "optimizer": "adam", "augment": "flip"},
     "cnn-deep": {"epochs": 15, "batch_size": 64, "lr": 1e-3, "optimizer": "adam", "augment": "flip"},
 }
