@@ -163,3 +163,16 @@ def test_training_curves_match_between_numpy_and_torch_tensors():
         curves[backend.name] = losses
     np.testing.assert_allclose(curves["numpy"], curves["torch"], rtol=1e-10)
     assert curves["numpy"][-1] != curves["numpy"][0]
+
+
+@pytest.mark.parametrize("name", ["seed-cnn", "seed004", "cnn-fc"])
+def test_built_in_models(name):
+    from portaconv import models
+
+    net = models.build(name, seed=0)
+    out = net(np.zeros((2, 1, 28, 28), dtype=np.float32))
+    assert out.shape == (2, 10) and out.dtype == np.float32
+    np.testing.assert_allclose(np.exp(out).sum(axis=1), 1.0, rtol=1e-5)
+    assert set(models.DEFAULTS[name]) == {"epochs", "batch_size", "lr", "optimizer", "augment"}
+    with pytest.raises(ValueError, match="unknown model 'resnet'"):
+        models.build("resnet")
