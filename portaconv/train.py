@@ -26,11 +26,11 @@ def versions(backend) -> dict:
             found[name] = getattr(sys.modules[name], "__version__", "?")
     return found
 
-def _make_optimizer(name, params, lr):
+def _make_optimizer(name, params, lr, weight_decay):
     if name == "adam":
-        return optim.Adam(params, lr=lr)
+        return optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
-        return optim.SGD(params, lr=lr, momentum=0.9, nesterov=True)
+        return optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     raise ValueError(f"optimizer must be 'adam' or 'sgd', got {name!r}")
 
 def evaluate(model, dataset, *, backend="numpy", dtype="float32", device=None, batch_size=1000):
@@ -77,7 +77,7 @@ def _plot(history, path):
     return path
 
 def train(model="seed-cnn", *, backend="numpy", dtype="float32", device=None, epochs=None, batch_size=None, lr=None,
-          optimizer=None, augment="default", seed=0, limit=None, data_dir=None, out=None, dataset="fashion-mnist", progress=True,
+          optimizer=None, weight_decay=None, augment="default", seed=0, limit=None, data_dir=None, out=None, dataset="fashion-mnist", progress=True,
           command=None):
     """Train a built-in model; returns the metrics dict also written to ``out/metrics.json``.
 
@@ -95,6 +95,7 @@ def train(model="seed-cnn", *, backend="numpy", dtype="float32", device=None, ep
     lr = defaults.get("lr", 1e-3) if lr is None else lr
     optimizer = defaults.get("optimizer", "adam") if optimizer is None else optimizer
     augment = defaults.get("augment") if augment == "default" else augment
+    weight_decay = defaults.get("weight_decay", 0.0) if weight_decay is None else weight_decay
     if epochs < 1:
         raise ValueError(f"epochs must be positive, got {epochs}")
     out = Path(out if out is not None else Path("runs") / model)
@@ -103,12 +104,13 @@ def train(model="seed-cnn", *, backend="numpy", dtype="float32", device=None, ep
     train_set = _subset(datasets.load(dataset, "train", data_dir=data_dir), limit)
     test_set = _subset(datasets.load(dataset, "test", data_dir=data_dir), None if limit is None else max(limit // 6, 1000))
     net = models.build(model, backend=backend, dtype=dtype, device=device, seed=seed)
-    opt = _make_optimizer(optimizer, net.parameters(), lr)
+    opt = _make_optimizer(optimizer, net.parameters(), lr, weight_decay)
     criterion = nn.NLLLoss()
     metrics = {
         "model": model, "dataset": dataset, "backend": backend if isinstance(backend, str) else backend.__name__,
         "device": str(_device(net.parameters()[0].data)), "dtype": dtype,
-        "flags": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer, "augment": augment, "seed": seed,
+        "flags": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer, "weight_decay": weight_decay,
+                  "augment": augment, "seed": seed,
                   "limit": limit},
         "versions": versions(backend), "machine": platform.platform(), "command": command or " ".join(sys.argv),
         "train_size": len(train_set), "test_size": len(test_set), "epochs": [],
