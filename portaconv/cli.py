@@ -16,7 +16,8 @@ def _train(args):
 
     train(
         args.model, backend=args.backend, dtype=args.dtype, device=args.device, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay, seed=args.seed,
+        batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay,
+        label_smoothing=args.label_smoothing, seed=args.seed,
         limit=args.limit,
         augment=None if args.augment == "none" else args.augment,
         data_dir=args.data_dir, out=args.out, dataset=args.dataset, progress=not args.no_progress,
@@ -59,6 +60,7 @@ def build_parser():
     train.add_argument("--lr", type=float, default=None)
     train.add_argument("--optimizer", default=None, choices=["adam", "sgd"], help="sgd: momentum 0.9, Nesterov")
     train.add_argument("--weight-decay", type=float, default=None, help="L2 weight decay (default: the model's)")
+    train.add_argument("--label-smoothing", type=float, default=None, help="label smoothing of the training loss (default: the model's)")
     train.add_argument("--augment", default="default", choices=["default", "flip", "shift1", "shift2", "flip+shift1", "flip+shift2", "none"],
                        help="training augmentation (default: the model's, see portaconv.models.DEFAULTS)")
     train.add_argument("--seed", type=int, default=0)

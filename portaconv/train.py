@@ -77,7 +77,7 @@ def _plot(history, path):
     return path
 
 def train(model="seed-cnn", *, backend="numpy", dtype="float32", device=None, epochs=None, batch_size=None, lr=None,
-          optimizer=None, weight_decay=None, augment="default", seed=0, limit=None, data_dir=None, out=None, dataset="fashion-mnist", progress=True,
+          optimizer=None, weight_decay=None, label_smoothing=None, augment="default", seed=0, limit=None, data_dir=None, out=None, dataset="fashion-mnist", progress=True,
           command=None):
     """Train a built-in model; returns the metrics dict also written to ``out/metrics.json``.
 
@@ -96,6 +96,7 @@ def train(model="seed-cnn", *, backend="numpy", dtype="float32", device=None, ep
     optimizer = defaults.get("optimizer", "adam") if optimizer is None else optimizer
     augment = defaults.get("augment") if augment == "default" else augment
     weight_decay = defaults.get("weight_decay", 0.0) if weight_decay is None else weight_decay
+    label_smoothing = defaults.get("label_smoothing", 0.0) if label_smoothing is None else label_smoothing
     if epochs < 1:
         raise ValueError(f"epochs must be positive, got {epochs}")
     out = Path(out if out is not None else Path("runs") / model)
@@ -105,11 +106,14 @@ def train(model="seed-cnn", *, backend="numpy", dtype="float32", device=None, ep
     test_set = _subset(datasets.load(dataset, "test", data_dir=data_dir), None if limit is None else max(limit // 6, 1000))
     net = models.build(model, backend=backend, dtype=dtype, device=device, seed=seed)
     opt = _make_optimizer(optimizer, net.parameters(), lr, weight_decay)
-    criterion = nn.NLLLoss()
+    # The models end in log_softmax, which is idempotent: cross entropy of their output is the NLL,
+    # and with label smoothing it is smoothed cross entropy of the logits.
+    criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing) if label_smoothing else nn.NLLLoss()
     metrics = {
         "model": model, "dataset": dataset, "backend": backend if isinstance(backend, str) else backend.__name__,
         "device": str(_device(net.parameters()[0].data)), "dtype": dtype,
         "flags": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer, "weight_decay": weight_decay,
+                  "label_smoothing": label_smoothing,
                   "augment": augment, "seed": seed,
                   "limit": limit},
         "versions": versions(backend), "machine": platform.platform(), "command": command or " ".join(sys.argv),
