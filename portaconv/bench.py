@@ -244,13 +244,14 @@ def _inputs(workload, rng):
     return [rng.standard_normal((batch, 1, 28, 28)), rng.integers(0, 10, batch)]
 
 
-def _time(sides, repeat, warmup, budget, rounds=4):
+def _time(sides, repeat, warmup, budget, rounds=4, settle=0.1, block=0.25):
     """Median seconds per call of each ``(function, sync)``.
 
-    The sides run in alternating blocks (A×k, B×k, A×k, ...), each block's first call discarded:
-    both libraries then see the same CPU clock (after idle it runs up to ~40% faster than under
-    sustained load, measured here), and neither is timed while the other's thread pools still
-    spin (alternating single calls slowed torch's batch-1 forward 20-fold).
+    The sides run in alternating blocks (A, B, A, B, ...). Each block first runs untimed for
+    ``settle`` seconds, so the other library's thread pools stop spinning (OpenBLAS and OpenMP
+    workers busy-wait after a call; alternating single calls slowed torch's batch-1 forward
+    20-fold here), then times calls for at least ``block`` seconds. Alternating keeps both sides
+    on the same CPU clock, which after idle runs up to ~40% faster than under sustained load.
     """
     for function, sync in sides:
         for _ in range(warmup):
@@ -259,17 +260,23 @@ def _time(sides, repeat, warmup, budget, rounds=4):
     per_block = max(1, -(-repeat // rounds))
     times = [[] for _ in sides]
     start = time.perf_counter()
-    for block in range(rounds):
-        if block >= 1 and time.perf_counter() - start > budget:
+    for round_ in range(rounds):
+        if round_ >= 1 and time.perf_counter() - start > budget:
             break
         for (function, sync), record in zip(sides, times):
-            function()
-            sync()
-            for _ in range(per_block):
+            begin = time.perf_counter()
+            while True:
+                function()
+                sync()
+                if time.perf_counter() - begin >= settle:
+                    break
+            begin, count = time.perf_counter(), 0
+            while count < per_block or time.perf_counter() - begin < block:
                 t = time.perf_counter()
                 function()
                 sync()
                 record.append(time.perf_counter() - t)
+                count += 1
     return [statistics.median(t) for t in times], len(times[0])
 
 
@@ -380,7 +387,7 @@ def markdown(rows, settings):
     lines = [
         f"Machine: {settings['machine']}; {settings['processor']}; {settings['cores']} cores. Date: {settings['date']}.",
         f"Versions: {', '.join(f'{k} {v}' for k, v in settings['versions'].items())}.",
-        f"Backend {settings['backend']}, {settings['dtype']}, median of up to {settings['repeat']} runs after {settings['warmup']} warm-up, the two libraries timed in alternating blocks."
+        f"Backend {settings['backend']}, {settings['dtype']}, median of up to {settings['repeat']} runs after {settings['warmup']} warm-up, the two libraries timed in alternating blocks after a settling period."
         + (f" TF32: {settings['tf32']}." if settings.get("tf32") else "")
         + (" glibc malloc thresholds raised for both libraries (portaconv.tune_allocator)." if settings.get("allocator_tuned") else ""),
         f"Command: `{settings['command']}`",

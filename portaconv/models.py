@@ -40,7 +40,7 @@ MODELS = {
 
 #: Default training flags per model (epochs, batch size, learning rate, optimizer, augmentation).
 DEFAULTS = {
-    "seed-cnn": {"epochs": 20, "batch_size": 64, "lr": 1e-3, "optimizer": "adam", "augment": "flip+shift1"},
+    "seed-cnn": {"epochs": 20, "batch_size": 64, "lr": 1e-3, "optimizer": "adam", "augment": "flip", "label_smoothing": 0.1},
     "seed004": {"epochs": 10, "batch_size": 64, "lr": 1e-3, "optimizer": "adam", "augment": "flip"},
     "cnn-fc": {"epochs": 15, "batch_size": 64, "lr": 1e-3, "optimizer": "adam", "augment": "flip"},
 }

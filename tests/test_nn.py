@@ -173,6 +173,6 @@ def test_built_in_models(name):
     out = net(np.zeros((2, 1, 28, 28), dtype=np.float32))
     assert out.shape == (2, 10) and out.dtype == np.float32
     np.testing.assert_allclose(np.exp(out).sum(axis=1), 1.0, rtol=1e-5)
-    assert set(models.DEFAULTS[name]) == {"epochs", "batch_size", "lr", "optimizer", "augment"}
+    assert set(models.DEFAULTS[name]) <= {"epochs", "batch_size", "lr", "optimizer", "augment", "weight_decay", "label_smoothing"}
     with pytest.raises(ValueError, match="unknown model 'resnet'"):
         models.build("resnet")
