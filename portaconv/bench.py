@@ -323,8 +323,6 @@ def run_suite(suite, *, backend="numpy", device=None, dtype="float32", compare="
     ours = _Side(backend if isinstance(backend, str) else backend.__name__, xp, device, dtype)
     theirs = None
     if compare == "torch":
-        import torch
-
         torch_device = device if device is not None else ("cuda" if ours.name == "cupy" else "cpu")
         theirs = _Side("torch", get_namespace("torch"), torch_device, dtype)
     rows = []

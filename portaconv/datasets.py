@@ -109,15 +109,6 @@ def _candidates(spec, data_dir):
     return dirs
 
 
-def _download_dir(spec, data_dir):
-    """Where a download goes: the explicit directory, else $PORTACONV_DATA, else the user cache."""
-    if data_dir is not None:
-        return Path(data_dir)
-    if os.environ.get("PORTACONV_DATA"):
-        return Path(os.environ["PORTACONV_DATA"])
-    return Path.home() / ".cache" / "portaconv" / spec.name
-
-
 def find_files(name="fashion-mnist", data_dir=None):
     """The first directory of the search order holding all four files, or ``None``."""
     spec = _spec(name)
@@ -206,7 +197,8 @@ def load(name="fashion-mnist", split="train", *, data_dir=None, download=True, p
         )
         if not download:
             raise DatasetError(hint)
-        cache = _download_dir(spec, data_dir)
+        # The first place searched is where a download goes: data_dir, $PORTACONV_DATA, or the cache.
+        cache = _candidates(spec, data_dir)[0]
         try:
             _download(spec, cache, progress)
         except (OSError, DatasetError) as error:

@@ -33,6 +33,10 @@ def _make_optimizer(name, params, lr, weight_decay):
         return optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     raise ValueError(f"optimizer must be 'adam' or 'sgd', got {name!r}")
 
+def _correct(log_probabilities, labels, xp) -> int:
+    return int(xp.sum(xp.astype(xp.argmax(log_probabilities, axis=1) == labels, xp.int64)))
+
+
 def evaluate(model, dataset, *, backend="numpy", dtype="float32", device=None, batch_size=1000):
     """Mean NLL loss and accuracy of a log-softmax model on a dataset (eval mode)."""
     xp = get_namespace(backend)
@@ -42,7 +46,7 @@ def evaluate(model, dataset, *, backend="numpy", dtype="float32", device=None, b
     for x, y in datasets.batches(dataset, batch_size, shuffle=False, backend=backend, dtype=dtype, device=device):
         out = model(x)
         total_loss += float(criterion(out, y))
-        correct += int(xp.sum(xp.astype(xp.argmax(out, axis=1) == y, xp.int64)))
+        correct += _correct(out, y, xp)
     model.train()
     return total_loss / len(dataset), correct / len(dataset)
 
@@ -136,7 +140,7 @@ def train(model="seed-cnn", *, backend="numpy", dtype="float32", device=None, ep
             count = int(y.shape[0])
             seen += count
             loss_sum += float(loss) * count
-            correct += int(xp.sum(xp.astype(xp.argmax(out_batch, axis=1) == y, xp.int64)))
+            correct += _correct(out_batch, y, xp)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100 * correct / seen:.2f}%",
                             img_s=f"{seen / (time.perf_counter() - start):.0f}")
         train_seconds = time.perf_counter() - start

@@ -15,7 +15,7 @@ import threading
 import array_api_compat
 from array_api_extra import at
 
-from ._backend import namespace_of
+from ._backend import is_numpy, namespace_of
 from ._shapes import _pair, _padding4, conv_output_size
 
 __all__ = ["pad", "stride0", "rot180", "im2col", "col2im"]
@@ -37,7 +37,7 @@ def _set_at(x, index, values, xp):
     """``x[index] = values``, returning the result: in place for NumPy (``array_api_extra.at``
     costs ~6 µs a call, a quarter of a small convolution), through ``at`` elsewhere so immutable
     arrays work. Only call it on arrays this library created."""
-    if xp.__name__ == "array_api_compat.numpy":
+    if is_numpy(xp):
         x[index] = values
         return x
     return at(x)[index].set(values)
@@ -45,7 +45,7 @@ def _set_at(x, index, values, xp):
 
 def _add_at(x, index, values, xp):
     """``x[index] += values``, returning the result (see :func:`_set_at`)."""
-    if xp.__name__ == "array_api_compat.numpy":
+    if is_numpy(xp):
         x[index] += values
         return x
     return at(x)[index].add(values)
@@ -119,7 +119,7 @@ def _im2col(x_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp, *, scratch=False):
     """
     channels, batch = x_padded.shape[:2]
     slices = [x_padded[index] for index in _window_index(kh, kw, sh, sw, dh, dw, oh, ow)]
-    if scratch and xp.__name__ == "array_api_compat.numpy":
+    if scratch and is_numpy(xp):
         import numpy as np
 
         out = _numpy_scratch((channels, kh * kw, batch, oh, ow), x_padded.dtype)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from array_api_compat import device as _device
 
-from .._backend import namespace_of
+from .._backend import is_numpy, namespace_of
 from .._config import _resolve_limit
 from .._shapes import _is_int, _pair, _padding4, conv_output_size, conv_transpose_output_size, grad_input_padding
 from .._validate import check_float_arrays, check_ndim, check_shape
@@ -135,10 +135,16 @@ def _itemsize(xp, dtype) -> int:
 _NUMPY_CHUNK_BYTES = 4 * 2**20
 
 
-def _batch_step(per_image_bytes, batch, limit, xp) -> int:
-    if xp.__name__ == "array_api_compat.numpy":
+def _batch_chunks(per_image_bytes, batch, limit, xp):
+    """(start, stop) ranges of the batch whose column buffers fit ``limit`` (one image at least)."""
+    if is_numpy(xp):
         limit = min(limit, _NUMPY_CHUNK_BYTES)
-    return max(1, min(batch, limit // max(per_image_bytes, 1)))
+    step = max(1, limit // max(per_image_bytes, 1))
+    return [(start, min(start + step, batch)) for start in range(0, batch, step)]
+
+
+def _join_batches(parts, xp):
+    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=1)
 
 
 def _conv_cnhw(x_padded, weight, g: _Geometry, stride, dilation, limit, xp):
@@ -154,18 +160,16 @@ def _conv_cnhw(x_padded, weight, g: _Geometry, stride, dilation, limit, xp):
     w = xp.reshape(weight, (groups, out_channels // groups, group_channels * kh * kw))
     if batch == 0:
         return xp.zeros((out_channels, 0, oh, ow), dtype=x_padded.dtype, device=_device(x_padded))
-    step = _batch_step(channels * kh * kw * oh * ow * _itemsize(xp, x_padded.dtype), batch, limit, xp)
     outs = []
-    for start in range(0, batch, step):
-        chunk = x_padded if step == batch else x_padded[:, start : min(start + step, batch), ...]
-        size = chunk.shape[1] * oh * ow
-        cols = _im2col(chunk, kh, kw, sh, sw, dh, dw, oh, ow, xp, scratch=True)
+    for start, stop in _batch_chunks(channels * kh * kw * oh * ow * _itemsize(xp, x_padded.dtype), batch, limit, xp):
+        size = (stop - start) * oh * ow
+        cols = _im2col(x_padded[:, start:stop, ...], kh, kw, sh, sw, dh, dw, oh, ow, xp, scratch=True)
         if groups == 1:
             out = xp.matmul(w[0, ...], cols)
         else:
             out = xp.matmul(w, xp.reshape(cols, (groups, group_channels * kh * kw, size)))
-        outs.append(xp.reshape(out, (out_channels, chunk.shape[1], oh, ow)))
-    return outs[0] if len(outs) == 1 else xp.concat(outs, axis=1)
+        outs.append(xp.reshape(out, (out_channels, stop - start, oh, ow)))
+    return _join_batches(outs, xp)
 
 
 def _forward_cnhw(x_cnhw, weight, g: _Geometry, limit, xp):
@@ -200,17 +204,13 @@ def _grad_input_col2im(grad_cnhw, weight, g: _Geometry, limit, xp):
     w_t = xp.matrix_transpose(xp.reshape(weight, (groups, out_channels // groups, group_channels * kh * kw)))
     height_padded = g.height + g.pads[0] + g.pads[1]
     width_padded = g.width + g.pads[2] + g.pads[3]
-    step = _batch_step(channels * kh * kw * oh * ow * _itemsize(xp, grad_cnhw.dtype), batch, limit, xp)
     outs = []
-    for start in range(0, batch, step):
-        stop = min(start + step, batch)
-        chunk = grad_cnhw if step >= batch else grad_cnhw[:, start:stop, ...]
-        grad_matrix = xp.reshape(chunk, (groups, out_channels // groups, (stop - start) * oh * ow))
+    for start, stop in _batch_chunks(channels * kh * kw * oh * ow * _itemsize(xp, grad_cnhw.dtype), batch, limit, xp):
+        grad_matrix = xp.reshape(grad_cnhw[:, start:stop, ...], (groups, out_channels // groups, (stop - start) * oh * ow))
         cols = xp.reshape(xp.matmul(w_t, grad_matrix), (channels * kh * kw, (stop - start) * oh * ow))
         shape = (channels, stop - start, height_padded, width_padded)
         outs.append(_col2im(cols, shape, kh, kw, g.sh, g.sw, g.dh, g.dw, oh, ow, xp))
-    padded = outs[0] if len(outs) == 1 else xp.concat(outs, axis=1)
-    return _pad(padded, tuple(-p for p in g.pads), 0, xp)
+    return _pad(_join_batches(outs, xp), tuple(-p for p in g.pads), 0, xp)
 
 
 def _grad_input_stride0(grad_cnhw, weight, g: _Geometry, limit, xp):
@@ -244,15 +244,11 @@ def _grad_weight_cnhw(grad_cnhw, x_cnhw, g: _Geometry, limit, xp):
     x_padded = _pad(x_cnhw, g.pads, 0, xp)
     grad_matrix = xp.reshape(grad_cnhw, (groups, out_channels // groups, batch * oh * ow))
     total = xp.zeros((groups, out_channels // groups, group_channels * kh * kw), dtype=x_cnhw.dtype, device=_device(x_cnhw))
-    step = _batch_step(channels * kh * kw * oh * ow * _itemsize(xp, x_cnhw.dtype), max(batch, 1), limit, xp)
-    for start in range(0, batch, step):
-        stop = min(start + step, batch)
-        chunk = x_padded if step >= batch else x_padded[:, start:stop, ...]
-        cols = _im2col(chunk, kh, kw, g.sh, g.sw, g.dh, g.dw, oh, ow, xp, scratch=True)
+    for start, stop in _batch_chunks(channels * kh * kw * oh * ow * _itemsize(xp, x_cnhw.dtype), batch, limit, xp):
+        cols = _im2col(x_padded[:, start:stop, ...], kh, kw, g.sh, g.sw, g.dh, g.dw, oh, ow, xp, scratch=True)
         cols = xp.reshape(cols, (groups, group_channels * kh * kw, (stop - start) * oh * ow))
-        grad_chunk = grad_matrix if step >= batch else grad_matrix[..., start * oh * ow : stop * oh * ow]
-        part = xp.matmul(grad_chunk, xp.matrix_transpose(cols))
-        total = part if step >= batch else total + part
+        grad_chunk = grad_matrix[..., start * oh * ow : stop * oh * ow]
+        total = total + xp.matmul(grad_chunk, xp.matrix_transpose(cols))
     return xp.reshape(total, (out_channels, group_channels, kh, kw))
 
 
@@ -483,5 +479,5 @@ def conv_transpose2d_backward(
     limit = _resolve_limit(workspace_limit)
     grad_cnhw = _to_cnhw(grad, xp)
     grad_input = _to_cnhw(_forward_cnhw(grad_cnhw, weight, g, limit, xp), xp)
-    grad_weight = _grad_weight_cnhw(_contiguous_cnhw(x, xp), grad_cnhw, g, limit, xp)
+    grad_weight = _grad_weight_cnhw(_to_cnhw(x, xp), grad_cnhw, g, limit, xp)
     return unbatch(grad_input, unbatched), grad_weight, _bias_grad(grad, bias, xp)

@@ -102,20 +102,25 @@ def _max_pool(x, geometry, xp, *, taps=True):
     return best, (_max_taps(x_padded, best, windows, geometry, xp) if taps else None)
 
 
-def _flat_indices(index, geometry, width, xp):
-    """Window-tap index → torch's flat index ``row * W + col`` into the unpadded input."""
+def _window_origins(geometry, device, xp):
+    """Input row (oh, 1) and column (1, ow) of each window's first tap (negative in the padding)."""
     kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, _ = geometry
-    device = _device(index)
     rows = xp.reshape(xp.arange(oh, dtype=xp.int64, device=device) * sh - ph, (oh, 1))
     cols = xp.reshape(xp.arange(ow, dtype=xp.int64, device=device) * sw - pw, (1, ow))
+    return rows, cols
+
+
+def _flat_indices(index, geometry, width, xp):
+    """Window-tap index → torch's flat index ``row * W + col`` into the unpadded input."""
+    kw, dh, dw = geometry[1], geometry[4], geometry[5]
+    rows, cols = _window_origins(geometry, _device(index), xp)
     return (rows + (index // kw) * dh) * width + cols + (index % kw) * dw
 
 
 def _taps_from_flat(indices, geometry, width, xp):
-    kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, _ = geometry
-    device = _device(indices)
-    rows = xp.reshape(xp.arange(oh, dtype=xp.int64, device=device) * sh - ph, (oh, 1))
-    cols = xp.reshape(xp.arange(ow, dtype=xp.int64, device=device) * sw - pw, (1, ow))
+    """torch's flat index → window-tap index (inverse of :func:`_flat_indices`)."""
+    kw, dh, dw = geometry[1], geometry[4], geometry[5]
+    rows, cols = _window_origins(geometry, _device(indices), xp)
     return ((indices // width - rows) // dh) * kw + (indices % width - cols) // dw
 
 
