@@ -67,3 +67,11 @@ def test_peak_memory_is_bounded(monkeypatch):
     unbounded = _peak(lambda: run(1 << 40))
     assert unbounded > columns, "the test shape really needs more than the limit"
     assert bounded <= limit + 3 * arrays, f"peak {bounded} bytes with a {limit}-byte limit"
+
+
+def test_tune_allocator_is_idempotent():
+    import platform
+
+    applied = portaconv.tune_allocator()
+    assert applied == (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+    assert portaconv.tune_allocator() == applied
