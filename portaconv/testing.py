@@ -219,6 +219,11 @@ def _conv_cases():
         ((2, 3, 7, 7), (2, 3, 7, 7), {}),  # kernel = input
         ((2, 3, 12, 13), (4, 3, 3, 3), {"dilation": 3, "padding": 2, "stride": 2}),
         ((8, 9, 9), (4, 8, 3, 3), {"padding": 1}),  # unbatched
+        # 3×3 stride 1 (Winograd where forced): odd/even sizes, one-tile outputs, uneven padding
+        ((3, 5, 6, 7), (4, 5, 3, 3), {"padding": 1}),
+        ((2, 3, 3, 4), (2, 3, 3, 3), {}),
+        ((2, 3, 8, 5), (4, 3, 3, 3), {"padding": (2, 0)}),
+        ((2, 3, 6, 6), (3, 3, 3, 3), {"padding": "same"}),
     ]:
         cases.append(Case("conv2d", (x, w, (w[0],)), params))
     cases.append(Case("conv2d", ((2, 3, 9, 9), (4, 3, 3, 3), None), {"stride": 2, "padding": 1}))
@@ -230,6 +235,8 @@ def _conv_cases():
         ((2, 4, 6, 5), (4, 2, 4, 4), {"stride": 2, "padding": 1}),
         ((2, 3, 4, 5), (3, 2, 3, 3), {"stride": (3, 2), "output_padding": (2, 1)}),
         ((3, 4, 4), (3, 2, 2, 2), {"stride": 2}),  # unbatched
+        ((2, 3, 4, 7), (3, 2, 3, 3), {}),
+        ((2, 3, 6, 5), (3, 4, 3, 3), {"padding": 2}),
     ]:
         cases.append(Case("conv_transpose2d", (x, w, (w[1] * params.get("groups", 1),)), params))
     cases.append(Case("conv_transpose2d", ((2, 3, 5, 5), (3, 2, 3, 3), None), {"stride": 2}))

@@ -54,3 +54,13 @@ def grad_input_method(request, monkeypatch):
 
     monkeypatch.setattr(conv, "GRAD_INPUT_METHOD", request.param)
     return request.param
+
+
+@pytest.fixture(params=["im2col", "winograd"])
+def conv_algorithm(request, monkeypatch):
+    """Force one convolution algorithm (Winograd applies to 3×3, stride 1, dilation 1, one group;
+    other convolutions keep im2col)."""
+    import portaconv.functional.conv as conv
+
+    monkeypatch.setattr(conv, "CONV_ALGORITHM", request.param)
+    return request.param

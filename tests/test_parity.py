@@ -48,10 +48,14 @@ CONV_INDICES = [i for i, c in enumerate(CASES) if c.op in ("conv2d", "conv_trans
 
 
 @pytest.mark.parametrize("index", CONV_INDICES, ids=[str(CASES[i]) for i in CONV_INDICES])
-def test_both_grad_input_paths_match_torch(index, backend, grad_input_method):
-    """stride0/rot180 (the reference) and col2im each give torch's input gradient (float64)."""
+def test_every_conv_path_matches_torch(index, backend, dtype, grad_input_method, conv_algorithm):
+    """Both input-gradient paths (stride0/rot180, the reference, and col2im) × both algorithms
+    (im2col, the reference, and Winograd where it applies) give torch's forward and gradients."""
     case = CASES[index]
     inputs, grad_output, ref_out, ref_grads = _reference(index)
-    out, grads = run_case(case, inputs, grad_output, backend, "float64")
-    assert_close(out, ref_out, what=f"{case} forward ({grad_input_method})")
-    assert_close(grads[0], ref_grads[0], what=f"{case} grad_input ({grad_input_method})")
+    out, grads = run_case(case, inputs, grad_output, backend, dtype)
+    what = f"{case} ({grad_input_method}, {conv_algorithm})"
+    assert_close(out, ref_out, dtype=dtype, what=f"{what} forward")
+    for position, (grad, ref) in enumerate(zip(grads, ref_grads)):
+        if ref is not None:
+            assert_close(grad, ref, dtype=dtype, what=f"{what} grad {position}")

@@ -13,7 +13,7 @@ from portaconv.testing import to_backend
 
 
 @pytest.mark.parametrize("params", [{"padding": 1}, {"stride": 2, "padding": 1, "groups": 2}, {"dilation": 2, "stride": (1, 2)}])
-def test_chunked_equals_unchunked(backend, params):
+def test_chunked_equals_unchunked(backend, params, conv_algorithm):
     rng = np.random.default_rng(0)
     x = to_backend(rng.standard_normal((9, 4, 10, 11)), backend, "float64")
     w = to_backend(rng.standard_normal((6, 4 // params.get("groups", 1), 3, 3)), backend, "float64")
@@ -47,8 +47,9 @@ def _peak(function):
     return peak
 
 
-def test_peak_memory_is_bounded(monkeypatch):
-    """A batch whose whole column buffer is 8x the limit stays near the limit (NumPy, tracemalloc)."""
+def test_peak_memory_is_bounded(monkeypatch, conv_algorithm):
+    """A batch whose whole column buffer is 8x the limit stays near the limit (NumPy, tracemalloc);
+    Winograd's transform buffers obey the same limit."""
     monkeypatch.setattr(conv, "_NUMPY_CHUNK_BYTES", 1 << 40)  # measure the workspace limit alone
     rng = np.random.default_rng(0)
     x = rng.standard_normal((64, 8, 16, 16)).astype(np.float32)  # 0.5 MiB

@@ -27,6 +27,7 @@ from .._config import _resolve_limit
 from .._shapes import _is_int, _pair, _padding4, conv_output_size, conv_transpose_output_size, grad_input_padding
 from .._validate import check_float_arrays, check_ndim, check_shape
 from ..window import _add_at, _col2im, _dilate_pad, _im2col, _pad
+from . import _winograd as winograd
 from ._common import batched, unbatch
 
 __all__ = [
@@ -172,7 +173,68 @@ def _conv_cnhw(x_padded, weight, g: _Geometry, stride, dilation, limit, xp):
     return _join_batches(outs, xp)
 
 
+#: Convolution algorithm: "im2col" (the reference), "winograd" (F(2×2, 3×3) where it applies: 3×3
+#: kernels, stride 1, dilation 1, one group) or "auto" (Winograd where it applies and pays).
+CONV_ALGORITHM = "auto"
+
+# Winograd's matrix products have C (forward) or K (input gradient) as inner dimension; below this
+# many channels its transforms cost more than the 2.25× fewer multiplications save.
+_WINOGRAD_MIN_CHANNELS = 16
+
+
+def _use_winograd(g: _Geometry, channels, out_channels) -> bool:
+    if (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.groups) != (3, 3, 1, 1, 1, 1, 1) or CONV_ALGORITHM == "im2col":
+        return False
+    return CONV_ALGORITHM == "winograd" or min(channels, out_channels) >= _WINOGRAD_MIN_CHANNELS
+
+
+def _winograd_chunks(g: _Geometry, channels, out_channels, batch, dtype, limit, xp):
+    th, tw = winograd.tiles(g.oh, g.ow)
+    per_image = 16 * max(channels, out_channels) * th * tw * _itemsize(xp, dtype)
+    return th, tw, _batch_chunks(per_image, batch, limit, xp)
+
+
+def _winograd_forward(x_cnhw, weight, g: _Geometry, limit, xp):
+    """conv2d by Winograd F(2×2, 3×3): (C, N, H, W) → (K, N, oh, ow)."""
+    channels, batch = x_cnhw.shape[:2]
+    out_channels = weight.shape[0]
+    u = winograd.kernel_transform(weight, xp)
+    th, tw, chunks = _winograd_chunks(g, channels, out_channels, batch, x_cnhw.dtype, limit, xp)
+    outs = []
+    for start, stop in chunks:
+        v = winograd.input_transform(x_cnhw[:, start:stop, ...], (g.pads[0], g.pads[2]), th, tw, xp)
+        shape = (out_channels, stop - start, g.oh, g.ow)
+        outs.append(winograd.output_transform(xp.matmul(u, v), shape, th, tw, xp))
+    return _join_batches(outs, xp)
+
+
+def _winograd_backward(grad_cnhw, x_cnhw, weight, g: _Geometry, limit, xp, *, input_grad=True, weight_grad=True):
+    """Both gradients of the Winograd forward (the adjoints of its transforms), sharing dM.
+
+    ``x_cnhw`` may be None without ``weight_grad``; ``weight`` None without ``input_grad``.
+    Returns (grad_input (C, N, H, W) or None, grad_weight (K, C, 3, 3) or None).
+    """
+    out_channels, batch = grad_cnhw.shape[:2]
+    channels = x_cnhw.shape[0] if x_cnhw is not None else weight.shape[1]
+    th, tw, chunks = _winograd_chunks(g, channels, out_channels, batch, grad_cnhw.dtype, limit, xp)
+    u_t = xp.matrix_transpose(winograd.kernel_transform(weight, xp)) if input_grad else None
+    grad_u = xp.zeros((16, out_channels, channels), dtype=grad_cnhw.dtype, device=_device(grad_cnhw))
+    grad_inputs = []
+    for start, stop in chunks:
+        grad_m = winograd.output_transform_adjoint(grad_cnhw[:, start:stop, ...], th, tw, xp)
+        if weight_grad:
+            v = winograd.input_transform(x_cnhw[:, start:stop, ...], (g.pads[0], g.pads[2]), th, tw, xp)
+            grad_u = grad_u + xp.matmul(grad_m, xp.matrix_transpose(v))
+        if input_grad:
+            shape = (channels, stop - start, g.height, g.width)
+            grad_inputs.append(winograd.input_transform_adjoint(xp.matmul(u_t, grad_m), shape, (g.pads[0], g.pads[2]), th, tw, xp))
+    grad_input = _join_batches(grad_inputs, xp) if input_grad else None
+    return grad_input, winograd.kernel_transform_adjoint(grad_u, xp) if weight_grad else None
+
+
 def _forward_cnhw(x_cnhw, weight, g: _Geometry, limit, xp):
+    if _use_winograd(g, x_cnhw.shape[0], weight.shape[0]) and x_cnhw.shape[1] > 0:
+        return _winograd_forward(x_cnhw, weight, g, limit, xp)
     return _conv_cnhw(_pad(x_cnhw, g.pads, 0, xp), weight, g, (g.sh, g.sw), (g.dh, g.dw), limit, xp)
 
 
@@ -184,6 +246,8 @@ GRAD_INPUT_METHOD = "auto"
 
 def _grad_input_cnhw(grad_cnhw, weight, g: _Geometry, limit, xp):
     """(K, N, oh, ow) gradient → (C, N, H, W) input gradient."""
+    if _use_winograd(g, weight.shape[1], weight.shape[0]) and grad_cnhw.shape[1] > 0:
+        return _winograd_backward(grad_cnhw, None, weight, g, limit, xp, weight_grad=False)[0]
     method = GRAD_INPUT_METHOD
     if method == "auto":
         out_channels, group_channels = weight.shape[:2]
@@ -239,6 +303,8 @@ def _grad_weight_cnhw(grad_cnhw, x_cnhw, g: _Geometry, limit, xp):
     """
     out_channels, batch = grad_cnhw.shape[:2]
     channels = x_cnhw.shape[0]
+    if _use_winograd(g, channels, out_channels) and batch > 0:
+        return _winograd_backward(grad_cnhw, x_cnhw, None, g, limit, xp, input_grad=False)[1]
     groups, kh, kw, oh, ow = g.groups, g.kh, g.kw, g.oh, g.ow
     group_channels = channels // groups
     x_padded = _pad(x_cnhw, g.pads, 0, xp)
@@ -357,6 +423,9 @@ def conv2d_backward(
         "conv2d_backward", grad_output, input, weight, bias, stride, padding, dilation, groups, xp
     )
     limit = _resolve_limit(workspace_limit)
+    if _use_winograd(g, x.shape[1], weight.shape[0]) and x.shape[0] > 0:
+        grad_input, grad_weight = _winograd_backward(_to_cnhw(grad, xp), _to_cnhw(x, xp), weight, g, limit, xp)
+        return unbatch(_to_cnhw(grad_input, xp), unbatched), grad_weight, _bias_grad(grad, bias, xp)
     grad_cnhw = _contiguous_cnhw(grad, xp)  # read by both gradients
     grad_input = _to_cnhw(_grad_input_cnhw(grad_cnhw, weight, g, limit, xp), xp)
     grad_weight = _grad_weight_cnhw(grad_cnhw, _to_cnhw(x, xp), g, limit, xp)
