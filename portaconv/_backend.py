@@ -6,6 +6,8 @@ import importlib
 import types
 
 import array_api_compat
+import array_api_compat.numpy as _compat_numpy
+import numpy as _np
 
 __all__ = ["BACKENDS", "get_namespace", "asarray", "to_numpy", "backend_name", "namespace_of"]
 
@@ -102,6 +104,8 @@ def namespace_of(*arrays):
         When an argument is not an array, or arrays come from two libraries.
     """
     present = [a for a in arrays if a is not None]
+    if present and all(type(a) is _np.ndarray for a in present):
+        return _compat_numpy  # the common case, without the generic inference's ~10 µs
     libraries = {}
     for a in present:
         if not array_api_compat.is_array_api_obj(a) or isinstance(a, (int, float, bool, complex)):
