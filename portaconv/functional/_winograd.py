@@ -17,8 +17,14 @@ linear function of input and kernel as the direct convolution):
 * grad_input: ``B (U[ξ]ᵀ dM[ξ]) Bᵀ`` per tile, overlap-added back into the input.
 
 All transforms are separable and their matrices hold only 0, ±1 (Bᵀ, Aᵀ) and ±½ (G), so they are
-sums and differences of strided slices: no multiplications on the data. The columns are split into
-even and odd ones first, so every slice the sums read runs along a contiguous axis.
+sums and differences of shifted slices: no multiplications on the data.
+
+Layout ("planes"): the padded input is split by row and column parity into 4 planes of
+``(th + 2) × (tw + 1)`` pixels, each flattened. Tap (i, j) of every tile is then *one contiguous
+run* of plane (i mod 2, j mod 2), shifted by ``(i // 2) (tw + 1) + j // 2``, and every sum in the
+transforms runs over long contiguous arrays (NumPy's loops over short rows cost ~2× more). The price
+is one extra tile per tile row (``tx = tw``, whose patch wraps into the next row): its outputs are
+dropped and its gradients are zero. Tile ``(ty, tx)`` has flat index ``ty (tw + 1) + tx``.
 
 Arrays are in the conv module's (C, N, H, W) layout.
 """
@@ -79,41 +85,6 @@ def _apply_into(row, parts, out):
     return out
 
 
-def _taps(x, axis_from_end, count, xp):
-    """The 4 stride-2 slices ``x[..., i : i + 2 (count - 1) + 1 : 2, ...]``, i = 0..3, along an axis."""
-    index = [slice(None)] * axis_from_end
-
-    def take(start):
-        return x[(..., slice(start, start + 2 * (count - 1) + 1, 2), *index)]
-
-    return [take(i) for i in range(4)]
-
-
-def _overlap_add(parts, axis_from_end, xp):
-    """Adjoint of :func:`_taps`: positions 0..3 of tiles at stride 2, summed where tiles overlap.
-
-    Returns the full axis of length ``2 (count + 1)``, with ``count`` = length of each part.
-    """
-    pad_end = [(0, 0)] * 2
-    pad_start = [(0, 0)] * 2
-    pad_end[-1 - axis_from_end] = (0, 1)
-    pad_start[-1 - axis_from_end] = (1, 0)
-
-    def pads(pair):
-        return (*pair[0], *pair[1])
-
-    even = _pad(parts[0], pads(pad_end), 0, xp) + _pad(parts[2], pads(pad_start), 0, xp)
-    odd = _pad(parts[1], pads(pad_end), 0, xp) + _pad(parts[3], pads(pad_start), 0, xp)
-    stacked = xp.stack([even, odd], axis=_axis(even.ndim, axis_from_end) + 1)
-    shape = list(even.shape)
-    shape[_axis(even.ndim, axis_from_end)] *= 2
-    return xp.reshape(stacked, tuple(shape))
-
-
-def _axis(ndim, axis_from_end):
-    return ndim - 1 - axis_from_end
-
-
 def kernel_transform(weight, xp):
     """U = G g Gᵀ for each (k, c): (K, C, 3, 3) → (16, K, C)."""
     out_channels, channels = weight.shape[:2]
@@ -128,19 +99,6 @@ def kernel_transform_adjoint(grad_u, xp):
     g = xp.asarray(_G, dtype=grad_u.dtype, device=_device(grad_u))
     grad_u = xp.permute_dims(xp.reshape(grad_u, (4, 4, out_channels, channels)), (2, 3, 0, 1))
     return xp.matmul(xp.matmul(xp.matrix_transpose(g), grad_u), g)
-
-
-def _split_columns(x, xp):
-    """(even, odd) columns of x. NumPy gets contiguous copies: the sums that follow then run
-    along unit-stride rows (strided loops measured ~2× slower)."""
-    if is_numpy(xp):
-        import numpy as np
-
-        width = x.shape[-1]
-        split = np.empty((2, *x.shape[:-1], width // 2), dtype=x.dtype)
-        np.copyto(split, np.moveaxis(np.reshape(x, (*x.shape[:-1], width // 2, 2)), -1, 0))
-        return split[0], split[1]
-    return x[..., 0::2], x[..., 1::2]
 
 
 def _buffer(shape, dtype, xp):
@@ -158,63 +116,167 @@ def _stack16(patches, buffer, shape, xp):
     return xp.reshape(xp.stack(patches, axis=0), shape)
 
 
+def _shifted(parts, shift, xp):
+    """parts[0] + parts[1] moved ``shift`` elements along the last axis (overlap-add of two taps
+    ``shift`` apart): the adjoint of reading both from one array at offsets 0 and ``shift``."""
+    first, second = parts
+    if is_numpy(xp):
+        import numpy as np
+
+        out = np.zeros((*first.shape[:-1], first.shape[-1] + shift), dtype=first.dtype)
+        out[..., : first.shape[-1]] = first
+        out[..., shift:] += second
+        return out
+    return _pad(first, (0, 0, 0, shift), 0, xp) + _pad(second, (0, 0, shift, 0), 0, xp)
+
+
+def _planes(x, top, left, th, tw, xp):
+    """(C, N, H, W) → 4 flat parity planes [2 row parity + column parity], each
+    (C, N, (th + 2) (tw + 1)) holding padded pixel (2 r + row parity, 2 t + column parity)."""
+    channels, batch, height, width = x.shape
+    rows, cols = th + 2, tw + 1
+    if is_numpy(xp):
+        import numpy as np
+
+        planes = np.zeros((2, 2, channels, batch, rows, cols), dtype=x.dtype)
+        for rp in range(2):
+            h0 = (rp - top) % 2
+            r0 = (h0 + top) // 2
+            count_h = len(range(h0, height, 2))
+            for cp in range(2):
+                w0 = (cp - left) % 2
+                t0 = (w0 + left) // 2
+                count_w = len(range(w0, width, 2))
+                planes[rp, cp, :, :, r0 : r0 + count_h, t0 : t0 + count_w] = x[:, :, h0::2, w0::2]
+        flat = np.reshape(planes, (2, 2, channels, batch, rows * cols))
+        return [flat[rp, cp] for rp in range(2) for cp in range(2)]
+    padded = _pad(x, (top, 2 * rows - height - top, left, 2 * cols - width - left), 0, xp)
+    return [xp.reshape(padded[..., rp::2, cp::2], (channels, batch, rows * cols)) for rp in range(2) for cp in range(2)]
+
+
+def _from_planes(planes, shape, top, left, th, tw, xp, out=None):
+    """Adjoint of :func:`_planes` (without the zeros): gather (C, N, H, W) from 4 planes of
+    (C, N, (th + 1) (tw + 1) + 1) elements; ``out`` (NumPy) receives the result."""
+    channels, batch, height, width = shape
+    rows, cols = th + 1, tw + 1
+    planes = [xp.reshape(plane[..., : rows * cols], (channels, batch, rows, cols)) for plane in planes]
+    if is_numpy(xp):
+        import numpy as np
+
+        out = np.empty(shape, dtype=planes[0].dtype) if out is None else out
+        for rp in range(2):
+            h0 = (rp - top) % 2
+            r0 = (h0 + top) // 2
+            count_h = len(range(h0, height, 2))
+            for cp in range(2):
+                w0 = (cp - left) % 2
+                t0 = (w0 + left) // 2
+                count_w = len(range(w0, width, 2))
+                out[:, :, h0::2, w0::2] = planes[2 * rp + cp][:, :, r0 : r0 + count_h, t0 : t0 + count_w]
+        return out
+    # Interleave: (C, N, rows, 2, cols, 2) → (C, N, 2 rows, 2 cols), then crop the padding.
+    pairs = [xp.stack([planes[2 * rp], planes[2 * rp + 1]], axis=-1) for rp in range(2)]
+    full = xp.reshape(xp.stack(pairs, axis=-3), (channels, batch, 2 * rows, 2 * cols))
+    return full[..., top : top + height, left : left + width]
+
+
 def input_transform(x, pads, th, tw, xp):
-    """Bᵀ d B of every 4×4 patch: (C, N, H, W) → (16, C, N·th·tw).
+    """Bᵀ d B of every 4×4 patch: (C, N, H, W) → (16, C, N·th·(tw + 1)).
 
     ``pads`` = (top, left) zero padding; bottom and right are padded to the tiles' extent.
     """
-    channels, batch, height, width = x.shape
-    top, left = pads
-    x = _pad(x, (top, 2 * th + 2 - height - top, left, 2 * tw + 2 - width - left), 0, xp)
-    even, odd = _split_columns(x, xp)  # column 2 t + j of tile t is even/odd[..., t + j // 2]
-    taps = [even[..., :tw], odd[..., :tw], even[..., 1:], odd[..., 1:]]
-    columns = _apply(_BT, taps)  # 4 × (C, N, Hp, tw)
-    buffer = _buffer((4, 4, channels, batch, th, tw), x.dtype, xp)
+    channels, batch = x.shape[:2]
+    cols = tw + 1
+    size, length = th * cols, (th + 1) * cols
+    planes = _planes(x, pads[0], pads[1], th, tw, xp)
+    # Column pass: tap j of row parity rp is plane (rp, j mod 2) shifted by j // 2.
+    columns = [
+        _apply(_BT, [planes[2 * rp + j % 2][..., j // 2 : j // 2 + length] for j in range(4)]) for rp in range(2)
+    ]  # columns[rp][b]
+    buffer = _buffer((4, 4, channels, batch, size), x.dtype, xp)
     patches = [None] * 16
-    for b, column in enumerate(columns):
-        outs = None if buffer is None else [buffer[a, b] for a in range(4)]
-        for a, value in enumerate(_apply(_BT, _taps(column, 1, th, xp), outs)):
-            patches[4 * a + b] = value
-    return _stack16(patches, buffer, (16, channels, batch * th * tw), xp)
-
-
-def input_transform_adjoint(grad_v, shape, pads, th, tw, xp):
-    """Adjoint of :func:`input_transform`: (16, C, N·th·tw) → (C, N, H, W)."""
-    channels, batch, height, width = shape
-    top, left = pads
-    grad_v = xp.reshape(grad_v, (4, 4, channels, batch, th, tw))
-    columns = []
     for b in range(4):
-        rows = _apply(_B, [grad_v[a, b, ...] for a in range(4)])  # each (C, N, th, tw)
-        columns.append(_overlap_add(rows, 1, xp))  # (C, N, Hp, tw)
-    x = _overlap_add(_apply(_B, columns), 0, xp)  # (C, N, Hp, Wp)
-    return x[..., top : top + height, left : left + width]
+        taps = [columns[i % 2][b][..., (i // 2) * cols : (i // 2) * cols + size] for i in range(4)]
+        outs = None if buffer is None else [buffer[a, b] for a in range(4)]
+        for a, value in enumerate(_apply(_BT, taps, outs)):
+            patches[4 * a + b] = value
+    return _stack16(patches, buffer, (16, channels, batch * size), xp)
 
 
-def output_transform(m, out_shape, th, tw, xp):
-    """Aᵀ M A per tile: (16, K, N·th·tw) → (K, N, oh, ow)."""
+def input_transform_adjoint(grad_v, shape, pads, th, tw, xp, out=None):
+    """Adjoint of :func:`input_transform`: (16, C, N·th·(tw + 1)) → (C, N, H, W)."""
+    channels, batch = shape[:2]
+    cols = tw + 1
+    grad_v = xp.reshape(grad_v, (4, 4, channels, batch, th * cols))
+    columns = [[None] * 4 for _ in range(2)]  # columns[rp][b], each (C, N, (th + 1)(tw + 1))
+    for b in range(4):
+        rows = _apply(_B, [grad_v[a, b, ...] for a in range(4)])  # rows[i]
+        for rp in range(2):
+            columns[rp][b] = _shifted([rows[rp], rows[rp + 2]], cols, xp)
+    planes = [None] * 4
+    for rp in range(2):
+        taps = _apply(_B, columns[rp])  # taps[j]
+        for cp in range(2):
+            planes[2 * rp + cp] = _shifted([taps[cp], taps[cp + 2]], 1, xp)
+    return _from_planes(planes, shape, pads[0], pads[1], th, tw, xp, out)
+
+
+def output_transform(m, out_shape, th, tw, xp, out=None):
+    """Aᵀ M A per tile: (16, K, N·th·(tw + 1)) → (K, N, oh, ow); ``out`` (NumPy) receives it."""
     out_channels, batch, oh, ow = out_shape
-    m = xp.reshape(m, (4, 4, out_channels, batch, th, tw))
+    cols = tw + 1
+    m = xp.reshape(m, (4, 4, out_channels, batch, th * cols))
     rows = [_apply(_AT, [m[a, b, ...] for a in range(4)]) for b in range(4)]  # rows[b][p]
-    buffer = _buffer((out_channels, batch, th, 2, tw, 2), m.dtype, xp)
-    blocks = [
-        _apply(_AT, [rows[b][p] for b in range(4)], None if buffer is None else [buffer[:, :, :, p, :, q] for q in range(2)])
-        for p in range(2)
-    ]  # blocks[p][q]
-    if buffer is None:
-        buffer = xp.stack([xp.stack(blocks[p], axis=-1) for p in range(2)], axis=-3)
-    y = xp.reshape(buffer, (out_channels, batch, 2 * th, 2 * tw))
-    return y[..., :oh, :ow]
+    # The wrapped tile (tx = tw) of each row is dropped before the last pass.
+    rows = [[xp.reshape(r, (out_channels, batch, th, cols))[..., :tw] for r in row] for row in rows]
+    if is_numpy(xp):
+        import numpy as np
+
+        full = None
+        if (oh, ow) == (2 * th, 2 * tw) and out is not None:
+            # Even output sizes: the last pass writes straight into ``out`` split into its tiles
+            # (when that split is a view: a reshape that had to copy would lose the writes).
+            full = out.reshape(out_channels, batch, th, 2, tw, 2)
+            full = full if np.may_share_memory(full, out) else None
+        tiled = full is not None
+        if full is None:
+            full = np.empty((out_channels, batch, th, 2, tw, 2), dtype=m.dtype)
+        for p in range(2):
+            _apply(_AT, [rows[b][p] for b in range(4)], [full[:, :, :, p, :, q] for q in range(2)])
+        if tiled:
+            return out
+        y = np.reshape(full, (out_channels, batch, 2 * th, 2 * tw))[..., :oh, :ow]
+        if out is None:
+            return y
+        out[...] = y
+        return out
+    blocks = [_apply(_AT, [rows[b][p] for b in range(4)]) for p in range(2)]  # blocks[p][q]
+    y = xp.stack([xp.stack(blocks[p], axis=-1) for p in range(2)], axis=-3)  # (K, N, th, 2, tw, 2)
+    return xp.reshape(y, (out_channels, batch, 2 * th, 2 * tw))[..., :oh, :ow]
 
 
 def output_transform_adjoint(grad, th, tw, xp):
-    """Adjoint of :func:`output_transform`: (K, N, oh, ow) → dM (16, K, N·th·tw)."""
+    """Adjoint of :func:`output_transform`: (K, N, oh, ow) → dM (16, K, N·th·(tw + 1))."""
     out_channels, batch, oh, ow = grad.shape
-    grad = _pad(grad, (0, 2 * th - oh, 0, 2 * tw - ow), 0, xp)
-    buffer = _buffer((4, 4, out_channels, batch, th, tw), grad.dtype, xp)
+    cols = tw + 1
+    size = th * cols
+    if is_numpy(xp):
+        import numpy as np
+
+        blocks = np.zeros((2, 2, out_channels, batch, th, cols), dtype=grad.dtype)
+        for p in range(2):
+            for q in range(2):
+                part = grad[:, :, p::2, q::2]
+                blocks[p, q, :, :, : part.shape[2], : part.shape[3]] = part
+        blocks = np.reshape(blocks, (2, 2, out_channels, batch, size))
+    else:
+        padded = _pad(grad, (0, 2 * th - oh, 0, 2 * cols - ow), 0, xp)
+        blocks = [[xp.reshape(padded[..., p::2, q::2], (out_channels, batch, size)) for q in range(2)] for p in range(2)]
+    columns = [_apply(_A, [blocks[p][0], blocks[p][1]]) for p in range(2)]  # columns[p][b]
+    buffer = _buffer((4, 4, out_channels, batch, size), grad.dtype, xp)
     patches = [None] * 16
-    for b, column in enumerate(_apply(_A, list(_split_columns(grad, xp)))):
+    for b in range(4):
         outs = None if buffer is None else [buffer[a, b] for a in range(4)]
-        for a, value in enumerate(_apply(_A, [column[..., p::2, :] for p in range(2)], outs)):
+        for a, value in enumerate(_apply(_A, [columns[0][b], columns[1][b]], outs)):
             patches[4 * a + b] = value
-    return _stack16(patches, buffer, (16, out_channels, batch * th * tw), xp)
+    return _stack16(patches, buffer, (16, out_channels, batch * size), xp)
