@@ -64,3 +64,17 @@ def conv_algorithm(request, monkeypatch):
 
     monkeypatch.setattr(conv, "CONV_ALGORITHM", request.param)
     return request.param
+
+
+@pytest.fixture(params=[1, 2], ids=["serial", "threads"])
+def numpy_threads(request, monkeypatch):
+    """NumPy convolutions serial, or split across 2 threads even for the tests' tiny batches."""
+    import portaconv
+    from portaconv import _threads
+
+    if request.param > 1:
+        pytest.importorskip("threadpoolctl")
+        monkeypatch.setattr(_threads, "_MIN_WORK", 0)
+    previous = portaconv.set_num_threads(request.param)
+    yield request.param
+    portaconv.set_num_threads(previous)

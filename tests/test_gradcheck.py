@@ -106,3 +106,43 @@ def test_im2col_col2im_adjoint(backend):
     c = rng.standard_normal(cols.shape)
     back = to_numpy(col2im(to_backend(c, backend, "float64"), x.shape, (3, 2), **params))
     assert abs(np.sum(cols * c) - np.sum(x * back)) <= 1e-10 * abs(np.sum(cols * c))
+
+
+@pytest.mark.parametrize("height, width, top, left", [(6, 6, 1, 1), (5, 8, 0, 2), (3, 4, 2, 0), (7, 5, 1, 0)])
+def test_winograd_transform_adjoints(backend, height, width, top, left):
+    """<T x, v> = <x, T* v> for Winograd's input and output transforms (both layouts' code paths)."""
+    from portaconv.functional import _winograd as winograd
+
+    xp = backend.xp
+    rng = np.random.default_rng(height * 100 + width)
+    oh, ow = height + 2 * top - 2, width + 2 * left - 2
+    th, tw = winograd.tiles(oh, ow)
+    x = rng.standard_normal((3, 2, height, width))
+    v = winograd.input_transform(to_backend(x, backend, "float64"), (top, left), th, tw, xp)
+    dv = rng.standard_normal(tuple(v.shape))
+    back = winograd.input_transform_adjoint(to_backend(dv, backend, "float64"), x.shape, (top, left), th, tw, xp)
+    lhs, rhs = np.sum(to_numpy(v) * dv), np.sum(x * to_numpy(back))
+    assert abs(lhs - rhs) <= 1e-10 * abs(lhs)
+
+    m = rng.standard_normal((16, 4, 2 * th * (tw + 1)))
+    y = winograd.output_transform(to_backend(m, backend, "float64"), (4, 2, oh, ow), th, tw, xp)
+    dy = rng.standard_normal((4, 2, oh, ow))
+    dm = winograd.output_transform_adjoint(to_backend(dy, backend, "float64"), th, tw, xp)
+    lhs, rhs = np.sum(to_numpy(y) * dy), np.sum(m * to_numpy(dm))
+    assert abs(lhs - rhs) <= 1e-10 * abs(lhs)
+
+
+def test_winograd_is_chosen_where_it_pays():
+    """auto: Winograd for 3×3 stride-1 convolutions with enough channels and tiles; im2col else."""
+    from portaconv.functional import conv
+
+    def choice(channels, size, **params):
+        groups = params.get("groups", 1)
+        g = conv._conv_geometry("conv2d", (2, channels, size, size), (channels, channels // groups, 3, 3),
+                                params.get("stride", 1), 1, params.get("dilation", 1), groups)
+        return conv._use_winograd(g, channels, channels)
+
+    assert choice(64, 56) and choice(128, 28)
+    assert not choice(64, 13), "13×13: 49 tiles, im2col is faster"
+    assert not choice(8, 56), "8 channels: im2col is faster"
+    assert not choice(64, 56, stride=2) and not choice(64, 56, dilation=2) and not choice(64, 56, groups=2)

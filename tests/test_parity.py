@@ -48,13 +48,14 @@ CONV_INDICES = [i for i, c in enumerate(CASES) if c.op in ("conv2d", "conv_trans
 
 
 @pytest.mark.parametrize("index", CONV_INDICES, ids=[str(CASES[i]) for i in CONV_INDICES])
-def test_every_conv_path_matches_torch(index, backend, dtype, grad_input_method, conv_algorithm):
+def test_every_conv_path_matches_torch(index, backend, dtype, grad_input_method, conv_algorithm, numpy_threads):
     """Both input-gradient paths (stride0/rot180, the reference, and col2im) × both algorithms
-    (im2col, the reference, and Winograd where it applies) give torch's forward and gradients."""
+    (im2col, the reference, and Winograd where it applies) × serial or batch-parallel NumPy give
+    torch's forward and gradients."""
     case = CASES[index]
     inputs, grad_output, ref_out, ref_grads = _reference(index)
     out, grads = run_case(case, inputs, grad_output, backend, dtype)
-    what = f"{case} ({grad_input_method}, {conv_algorithm})"
+    what = f"{case} ({grad_input_method}, {conv_algorithm}, {numpy_threads} threads)"
     assert_close(out, ref_out, dtype=dtype, what=f"{what} forward")
     for position, (grad, ref) in enumerate(zip(grads, ref_grads)):
         if ref is not None:

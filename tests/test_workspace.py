@@ -76,3 +76,36 @@ def test_tune_allocator_is_idempotent():
     applied = portaconv.tune_allocator()
     assert applied == (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
     assert portaconv.tune_allocator() == applied
+
+
+def test_num_threads_setting():
+    previous = portaconv.set_num_threads(3)
+    try:
+        assert portaconv.get_num_threads() == 3
+        portaconv.set_num_threads(None)
+        assert portaconv.get_num_threads() >= 1
+    finally:
+        portaconv.set_num_threads(previous)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match=f"threads must be a positive int or None, got {bad!r}"):
+            portaconv.set_num_threads(bad)
+
+
+def test_threaded_workspace_is_shared(monkeypatch):
+    """Split across threads, the parts share the workspace limit: the peak stays bounded."""
+    pytest.importorskip("threadpoolctl")
+    from portaconv import _threads
+
+    monkeypatch.setattr(_threads, "_MIN_WORK", 0)
+    monkeypatch.setattr(conv, "_NUMPY_CHUNK_BYTES", 1 << 40)
+    previous = portaconv.set_num_threads(2)
+    try:
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((64, 8, 16, 16)).astype(np.float32)
+        w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
+        limit = 8 * 9 * 64 * 16 * 16 * 4 // 8
+        F.conv2d(x, w, padding=1, workspace_limit=limit)
+        peak = _peak(lambda: F.conv2d(x, w, padding=1, workspace_limit=limit))
+        assert peak <= limit + 3 * 2 * x.nbytes, f"peak {peak} bytes with a {limit}-byte limit"
+    finally:
+        portaconv.set_num_threads(previous)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from array_api_compat import device as _device
 
+from .. import _threads
 from .._backend import is_numpy, namespace_of
 from .._config import _resolve_limit
 from .._shapes import _is_int, _pair, _padding4, conv_output_size, conv_transpose_output_size, grad_input_padding
@@ -240,13 +241,14 @@ def _winograd_out(shape, dtype, xp):
     return xp.permute_dims(xp.empty((shape[1], shape[0], *shape[2:]), dtype=dtype), (1, 0, 2, 3))
 
 
-def _winograd_forward(x_cnhw, weight, g: _Geometry, limit, xp):
-    """conv2d by Winograd F(2×2, 3×3): (C, N, H, W) → (K, N, oh, ow)."""
+def _winograd_forward(x_cnhw, weight, g: _Geometry, limit, xp, out=None):
+    """conv2d by Winograd F(2×2, 3×3): (C, N, H, W) → (K, N, oh, ow), into ``out`` if given (NumPy)."""
     channels, batch = x_cnhw.shape[:2]
     out_channels = weight.shape[0]
     u = winograd.kernel_transform(weight, xp)
     th, tw, chunks = _winograd_chunks(g, channels, out_channels, batch, x_cnhw.dtype, limit, xp)
-    out = _winograd_out((out_channels, batch, g.oh, g.ow), x_cnhw.dtype, xp)
+    if out is None:
+        out = _winograd_out((out_channels, batch, g.oh, g.ow), x_cnhw.dtype, xp)
     outs = []
     for start, stop in chunks:
         v = winograd.input_transform(x_cnhw[:, start:stop, ...], (g.pads[0], g.pads[2]), th, tw, xp)
@@ -256,7 +258,7 @@ def _winograd_forward(x_cnhw, weight, g: _Geometry, limit, xp):
     return out if out is not None else _join_batches(outs, xp)
 
 
-def _winograd_backward(grad_cnhw, x_cnhw, weight, g: _Geometry, limit, xp, *, input_grad=True, weight_grad=True):
+def _winograd_backward(grad_cnhw, x_cnhw, weight, g: _Geometry, limit, xp, *, input_grad=True, weight_grad=True, out=None):
     """Both gradients of the Winograd forward (the adjoints of its transforms), sharing dM.
 
     ``x_cnhw`` may be None without ``weight_grad``; ``weight`` None without ``input_grad``.
@@ -267,7 +269,8 @@ def _winograd_backward(grad_cnhw, x_cnhw, weight, g: _Geometry, limit, xp, *, in
     th, tw, chunks = _winograd_chunks(g, channels, out_channels, batch, grad_cnhw.dtype, limit, xp)
     u_t = xp.matrix_transpose(winograd.kernel_transform(weight, xp)) if input_grad else None
     grad_u = xp.zeros((16, out_channels, channels), dtype=grad_cnhw.dtype, device=_device(grad_cnhw))
-    out = _winograd_out((channels, batch, g.height, g.width), grad_cnhw.dtype, xp) if input_grad else None
+    if out is None and input_grad:
+        out = _winograd_out((channels, batch, g.height, g.width), grad_cnhw.dtype, xp)
     grad_inputs = []
     pads = (g.pads[0], g.pads[2])
     for start, stop in chunks:
@@ -283,9 +286,10 @@ def _winograd_backward(grad_cnhw, x_cnhw, weight, g: _Geometry, limit, xp, *, in
     return grad_input, winograd.kernel_transform_adjoint(grad_u, xp) if weight_grad else None
 
 
-def _forward_cnhw(x_cnhw, weight, g: _Geometry, limit, xp):
+def _forward_serial(x_cnhw, weight, g: _Geometry, limit, xp, out=None):
+    """The forward on one thread; ``out`` (NumPy), when given, receives the result."""
     if _use_winograd(g, x_cnhw.shape[0], weight.shape[0]) and x_cnhw.shape[1] > 0:
-        return _winograd_forward(x_cnhw, weight, g, limit, xp)
+        return _winograd_forward(x_cnhw, weight, g, limit, xp, out)
     return _conv_cnhw(_pad(x_cnhw, g.pads, 0, xp), weight, g, (g.sh, g.sw), (g.dh, g.dw), limit, xp)
 
 
@@ -295,7 +299,7 @@ def _forward_cnhw(x_cnhw, weight, g: _Geometry, limit, xp):
 GRAD_INPUT_METHOD = "auto"
 
 
-def _grad_input_cnhw(grad_cnhw, weight, g: _Geometry, limit, xp):
+def _grad_input_serial(grad_cnhw, weight, g: _Geometry, limit, xp):
     """(K, N, oh, ow) gradient → (C, N, H, W) input gradient."""
     if _use_winograd(g, weight.shape[1], weight.shape[0]) and grad_cnhw.shape[1] > 0:
         return _winograd_backward(grad_cnhw, None, weight, g, limit, xp, weight_grad=False)[0]
@@ -345,7 +349,7 @@ def _grad_input_stride0(grad_cnhw, weight, g: _Geometry, limit, xp):
     return _conv_cnhw(grad_padded, w, g_back, (1, 1), (g.dh, g.dw), limit, xp)
 
 
-def _grad_weight_cnhw(grad_cnhw, x_cnhw, g: _Geometry, limit, xp):
+def _grad_weight_serial(grad_cnhw, x_cnhw, g: _Geometry, limit, xp):
     """(K, N, oh, ow) gradient and (C, N, H, W) input → (K, C/groups, kh, kw) weight gradient.
 
     grad_weight[k, c, i, j] = sum_{n,a,b} grad[k, n, a, b] x_padded[c, n, a*sh + i*dh, b*sw + j*dw]:
@@ -367,6 +371,92 @@ def _grad_weight_cnhw(grad_cnhw, x_cnhw, g: _Geometry, limit, xp):
         grad_chunk = grad_matrix[..., start * oh * ow : stop * oh * ow]
         total = total + xp.matmul(grad_chunk, xp.matrix_transpose(cols))
     return xp.reshape(total, (out_channels, group_channels, kh, kw))
+
+
+def _work(g: _Geometry, weight_shape) -> int:
+    """Multiply-adds of one pass (forward, or either gradient)."""
+    out_channels, group_channels = weight_shape[:2]
+    return g.oh * g.ow * out_channels * group_channels * g.kh * g.kw
+
+
+def _split(batch, g: _Geometry, weight_shape, xp):
+    """Batch parts for NumPy's batch-parallel threads (see ``portaconv._threads``), or None.
+    Each part gets an equal share of the workspace limit."""
+    return _threads.batch_ranges(batch, batch * _work(g, weight_shape)) if is_numpy(xp) and batch > 1 else None
+
+
+def _into(out, function):
+    """A range function writing ``function(start, stop)``, a (A, n, H, W) part, into ``out``."""
+
+    def part(start, stop):
+        out[:, start:stop, ...] = function(start, stop)
+
+    return part
+
+
+def _numpy_result(channels, batch, height, width, dtype, xp):
+    """A (A, N, H, W) NumPy result laid out as (N, A, H, W) in memory: the public layout."""
+    return xp.permute_dims(xp.empty((batch, channels, height, width), dtype=dtype), (1, 0, 2, 3))
+
+
+def _forward_cnhw(x_cnhw, weight, g: _Geometry, limit, xp):
+    """(C, N, H, W) → (K, N, oh, ow), the batch split across threads where that pays."""
+    ranges = _split(x_cnhw.shape[1], g, weight.shape, xp)
+    if ranges is None:
+        return _forward_serial(x_cnhw, weight, g, limit, xp)
+    limit = max(1, limit // len(ranges))
+    out = _numpy_result(weight.shape[0], x_cnhw.shape[1], g.oh, g.ow, x_cnhw.dtype, xp)
+
+    def part(start, stop):
+        target = out[:, start:stop, ...]
+        result = _forward_serial(x_cnhw[:, start:stop, ...], weight, g, limit, xp, target)
+        if result is not target:
+            target[...] = result
+
+    _threads.map_ranges(part, ranges)
+    return out
+
+
+def _grad_input_cnhw(grad_cnhw, weight, g: _Geometry, limit, xp):
+    """(K, N, oh, ow) gradient → (C, N, H, W) input gradient, split like :func:`_forward_cnhw`."""
+    ranges = _split(grad_cnhw.shape[1], g, weight.shape, xp)
+    if ranges is None:
+        return _grad_input_serial(grad_cnhw, weight, g, limit, xp)
+    limit = max(1, limit // len(ranges))
+    channels = weight.shape[1] * g.groups
+    out = _numpy_result(channels, grad_cnhw.shape[1], g.height, g.width, grad_cnhw.dtype, xp)
+    _threads.map_ranges(_into(out, lambda start, stop: _grad_input_serial(grad_cnhw[:, start:stop, ...], weight, g, limit, xp)), ranges)
+    return out
+
+
+def _grad_weight_cnhw(grad_cnhw, x_cnhw, g: _Geometry, limit, xp):
+    """Weight gradient, the batch split like :func:`_forward_cnhw` and the parts summed."""
+    out_channels, batch = grad_cnhw.shape[:2]
+    weight_shape = (out_channels, x_cnhw.shape[0] // g.groups, g.kh, g.kw)
+    ranges = _split(batch, g, weight_shape, xp)
+    if ranges is None:
+        return _grad_weight_serial(grad_cnhw, x_cnhw, g, limit, xp)
+    limit = max(1, limit // len(ranges))
+    parts = _threads.map_ranges(
+        lambda start, stop: _grad_weight_serial(grad_cnhw[:, start:stop, ...], x_cnhw[:, start:stop, ...], g, limit, xp), ranges
+    )
+    return sum(parts[1:], parts[0])
+
+
+def _winograd_gradients(grad_cnhw, x_cnhw, weight, g: _Geometry, limit, xp):
+    """Both Winograd gradients, split like :func:`_forward_cnhw`."""
+    ranges = _split(x_cnhw.shape[1], g, weight.shape, xp)
+    if ranges is None:
+        return _winograd_backward(grad_cnhw, x_cnhw, weight, g, limit, xp)
+    limit = max(1, limit // len(ranges))
+    out = _numpy_result(x_cnhw.shape[0], x_cnhw.shape[1], g.height, g.width, x_cnhw.dtype, xp)
+
+    def part(start, stop):
+        return _winograd_backward(grad_cnhw[:, start:stop, ...], x_cnhw[:, start:stop, ...], weight, g, limit, xp,
+                                  out=out[:, start:stop, ...])[1]
+
+    parts = _threads.map_ranges(part, ranges)
+    return out, sum(parts[1:], parts[0])
 
 
 def _to_cnhw(x, xp):
@@ -475,7 +565,7 @@ def conv2d_backward(
     )
     limit = _resolve_limit(workspace_limit)
     if _use_winograd(g, x.shape[1], weight.shape[0]) and x.shape[0] > 0:
-        grad_input, grad_weight = _winograd_backward(_to_cnhw(grad, xp), _to_cnhw(x, xp), weight, g, limit, xp)
+        grad_input, grad_weight = _winograd_gradients(_to_cnhw(grad, xp), _to_cnhw(x, xp), weight, g, limit, xp)
         return unbatch(_to_cnhw(grad_input, xp), unbatched), grad_weight, _bias_grad(grad, bias, xp)
     grad_cnhw = _contiguous_cnhw(grad, xp)  # read by both gradients
     grad_input = _to_cnhw(_grad_input_cnhw(grad_cnhw, weight, g, limit, xp), xp)
