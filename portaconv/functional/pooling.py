@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from array_api_compat import device as _device
 
-from .._backend import namespace_of
+from .._backend import is_numpy, namespace_of
 from .._shapes import _is_int, _pair, pool_output_size
 from .._validate import check_shape
-from ..window import _add_at, _pad, _window_index
+from ..window import _add_at, _pad, _set_at, _window_index
 from ._common import batched, masked, unbatch
 
 __all__ = ["max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward"]
@@ -124,6 +124,45 @@ def _taps_from_flat(indices, geometry, width, xp):
     return ((indices // width - rows) // dh) * kw + (indices % width - cols) // dw
 
 
+def _first_max_scatter(x, grad, geometry, xp):
+    """max_pool2d's input gradient without tap indices: tap by tap, the gradient goes where the
+    tap holds its window's maximum and no earlier tap did (torch's first-max rule).
+
+    Returns None when some window's maximum is not finite (NaN and -inf windows take the exact
+    index path). Windows that do not overlap (stride >= extent, the common 2×2/2) are written,
+    not accumulated, and on NumPy with a finite gradient the product lands in place.
+    """
+    kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, pads = geometry
+    x_padded = _pad(x, pads, -float("inf"), xp)
+    windows = list(_window_index(kh, kw, sh, sw, dh, dw, oh, ow))
+    best = _max_values(x_padded, windows, xp)
+    if not bool(xp.all(xp.isfinite(best))):
+        return None
+    height, width = x.shape[-2:]
+    shape = (*x.shape[:2], height + pads[0] + max(pads[1], 0), width + pads[2] + max(pads[3], 0))
+    grad_padded = xp.zeros(shape, dtype=x.dtype, device=_device(x))
+    finite = bool(xp.all(xp.isfinite(grad)))
+    overlap = sh < dh * (kh - 1) + 1 or sw < dw * (kw - 1) + 1
+    in_place = is_numpy(xp) and finite and not overlap
+    remaining = None  # windows whose maximum no earlier tap held
+    for k, window in enumerate(windows):
+        if k == len(windows) - 1:
+            hit = remaining
+        else:
+            hit = x_padded[window] == best
+            hit = hit if remaining is None else hit & remaining
+            remaining = ~hit if remaining is None else remaining ^ hit
+        if hit is None:  # a 1×1 window
+            grad_padded = _add_at(grad_padded, window, grad, xp)
+        elif in_place:
+            import numpy as np
+
+            np.multiply(grad, hit, out=grad_padded[window])
+        else:
+            grad_padded = (_add_at if overlap else _set_at)(grad_padded, window, masked(grad, hit, xp, finite=finite), xp)
+    return grad_padded[..., ph : ph + height, pw : pw + width]
+
+
 def _scatter_windows(parts, x_shape, geometry, dtype, device, xp):
     """Sum ``parts(k, window)`` into the padded input through each tap's slice, then crop."""
     kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, pads = geometry
@@ -210,6 +249,9 @@ def max_pool2d_backward(
     expected = (*x.shape[:2], geometry[8], geometry[9])
     check_shape(op, "grad_output", grad, expected)
     if indices is None:
+        grad_input = _first_max_scatter(x, grad, geometry, xp)
+        if grad_input is not None:
+            return (unbatch(grad_input, unbatched),)
         _, taps = _max_pool(x, geometry, xp)
     else:
         if not xp.isdtype(indices.dtype, "integral"):
