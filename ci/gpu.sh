@@ -4,7 +4,7 @@
 # Results go to benchmarks/results/ (JSON + markdown with GPU, driver, CUDA, CuPy, torch versions).
 #
 # Needs CuPy 13+ and an NVIDIA GPU; torch with CUDA for the oracle and the comparison. Without
-# internet, put the pure-Python wheels of array-api-compat, array-api-extra and array-api-strict
+# internet, put the pure-Python wheels of array-api-compat, array-api-extra, array-api-strict and threadpoolctl
 # (and hypothesis, tqdm if missing) in a folder and pass it: WHEELS=/path/to/wheels ci/gpu.sh
 # (default: ./.whl, then ../wheels). With internet, a normal `pip install` happens instead.
 set -euo pipefail
