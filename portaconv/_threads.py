@@ -41,8 +41,23 @@ def get_num_threads() -> int:
 
 
 def set_num_threads(threads=None) -> int:
-    """Set the threads for batch-parallel NumPy convolutions; ``None`` restores the default and
-    1 turns threading off. Returns the previous value."""
+    """Set the threads NumPy convolutions split their batch across.
+
+    Parameters
+    ----------
+    threads : int or None
+        1 turns batch threading off; ``None`` restores the default (the usable cores).
+
+    Returns
+    -------
+    int
+        The previous setting, so a caller can restore it.
+
+    Notes
+    -----
+    While a split call runs, BLAS is limited to one thread process-wide (threadpoolctl); calls
+    below 2·10⁷ multiply-adds, or made from inside a worker, run on the calling thread.
+    """
     global _num_threads, _pool
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise ValueError(f"threads must be a positive int or None, got {threads!r}")

@@ -365,7 +365,11 @@ def run_suite(suite, *, backend="numpy", device=None, dtype="float32", compare="
 
 
 def _ms(seconds):
-    return "" if seconds is None else (f"{seconds * 1e3:.2f}" if seconds < 0.1 else f"{seconds * 1e3:.0f}")
+    """Milliseconds to 3 significant digits (0.0968, 12.4, 142)."""
+    if seconds is None:
+        return ""
+    ms = seconds * 1e3
+    return f"{ms:.3g}" if ms < 100 else f"{ms:.0f}"
 
 
 def _mib(value):

@@ -9,6 +9,7 @@ over them without building the matrix.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 
@@ -21,16 +22,20 @@ from ._shapes import _pair, _padding4, conv_output_size
 __all__ = ["pad", "stride0", "rot180", "im2col", "col2im"]
 
 
+@functools.lru_cache(maxsize=1024)
 def _window_index(kh, kw, sh, sw, dh, dw, oh, ow):
-    """Yield, per kernel offset in row-major order, the index of its strided slice.
+    """Per kernel offset in row-major order, the index of its strided slice (a cached tuple: every
+    windowed call asks for it, and small calls are dominated by such Python work).
 
     The stops are exact (``start + (out - 1) * stride + 1``): array-api-strict rejects slice stops
     past the end of an axis.
     """
+    index = []
     for i in range(kh):
         rows = slice(i * dh, i * dh + (oh - 1) * sh + 1, sh)
         for j in range(kw):
-            yield (..., rows, slice(j * dw, j * dw + (ow - 1) * sw + 1, sw))
+            index.append((..., rows, slice(j * dw, j * dw + (ow - 1) * sw + 1, sw)))
+    return tuple(index)
 
 
 def _set_at(x, index, values, xp):
@@ -134,7 +139,12 @@ def _col2im(cols, shape_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp):
     channels, batch = shape_padded[:2]
     cols = xp.reshape(cols, (channels, kh * kw, batch, oh, ow))
     out = xp.zeros(shape_padded, dtype=cols.dtype, device=array_api_compat.device(cols))
-    for k, index in enumerate(_window_index(kh, kw, sh, sw, dh, dw, oh, ow)):
+    windows = _window_index(kh, kw, sh, sw, dh, dw, oh, ow)
+    if is_numpy(xp):
+        for k, index in enumerate(windows):
+            out[index] += cols[:, k, ...]
+        return out
+    for k, index in enumerate(windows):
         out = _add_at(out, index, cols[:, k, ...], xp)
     return out
 

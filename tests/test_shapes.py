@@ -63,3 +63,17 @@ def test_against_torch(torch):
                     continue
                 got = torch.nn.functional.max_pool2d(inp, (kernel, 1), (stride, 1), (padding, 0), (dilation, 1), ceil_mode)
                 assert got.shape[2] == pooled
+
+
+def test_batch_ranges(monkeypatch):
+    """Batch parts for the NumPy threads: contiguous, covering, balanced; None when not worth it."""
+    pytest.importorskip("threadpoolctl")
+    from portaconv import _threads
+
+    monkeypatch.setattr(_threads, "_num_threads", 3)
+    assert _threads.batch_ranges(10, 10**9) == [(0, 3), (3, 6), (6, 10)]
+    assert _threads.batch_ranges(2, 10**9) == [(0, 1), (1, 2)], "never more parts than images"
+    assert _threads.batch_ranges(1, 10**9) is None
+    assert _threads.batch_ranges(10, _threads._MIN_WORK - 1) is None, "too small to hand off"
+    monkeypatch.setattr(_threads, "_num_threads", 1)
+    assert _threads.batch_ranges(10, 10**9) is None

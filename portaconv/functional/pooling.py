@@ -324,9 +324,9 @@ def avg_pool2d(
     geometry = _avg_geometry(op, x.shape, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
     kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, pads = geometry
     x_padded = _pad(x, pads, 0, xp)
-    windows = _window_index(kh, kw, sh, sw, dh, dw, oh, ow)
-    total = x_padded[next(windows)]
-    for window in windows:
+    first, *rest = _window_index(kh, kw, sh, sw, dh, dw, oh, ow)
+    total = x_padded[first]
+    for window in rest:
         total = total + x_padded[window]
     divisor = _avg_divisor(geometry, *x.shape[-2:], count_include_pad, divisor_override, x.dtype, _device(x), xp)
     return unbatch(total / divisor, unbatched)
