@@ -77,3 +77,23 @@ def test_batch_ranges(monkeypatch):
     assert _threads.batch_ranges(10, _threads._MIN_WORK - 1) is None, "too small to hand off"
     monkeypatch.setattr(_threads, "_num_threads", 1)
     assert _threads.batch_ranges(10, 10**9) is None
+
+
+@pytest.mark.parametrize("height, width, top, left", [(5, 6, 0, 0), (6, 5, 1, 2), (1, 1, 1, 1), (7, 4, 2, 1)])
+def test_winograd_parity_slices(height, width, top, left):
+    """Every input pixel lands in exactly one parity plane, at cell (y // 2, x // 2) of its padded
+    position (y, x) = (h + top, w + left)."""
+    import numpy as np
+
+    from portaconv.functional._winograd import _parity_slices
+
+    seen = np.zeros((height, width), dtype=int)
+    for rp, cp, (rows, cols), (cell_rows, cell_cols) in _parity_slices(height, width, top, left):
+        hs, ws = range(height)[rows], range(width)[cols]
+        assert len(hs) == cell_rows.stop - cell_rows.start and len(ws) == cell_cols.stop - cell_cols.start
+        for i, h in enumerate(hs):
+            assert (h + top) % 2 == rp and (h + top) // 2 == cell_rows.start + i
+        for j, w in enumerate(ws):
+            assert (w + left) % 2 == cp and (w + left) // 2 == cell_cols.start + j
+        seen[rows, cols] += 1
+    assert (seen == 1).all()

@@ -130,6 +130,23 @@ def _shifted(parts, shift, xp):
     return _pad(first, (0, 0, 0, shift), 0, xp) + _pad(second, (0, 0, shift, 0), 0, xp)
 
 
+def _parity_slices(height, width, top, left):
+    """Per parity plane (rp, cp): the input pixels it holds, ``(rows, cols)`` slices of the
+    unpadded (H, W), and where they sit in the plane. Padded pixel (y, x) = (h + top, w + left)
+    lies in plane (y mod 2, x mod 2) at cell (y // 2, x // 2)."""
+    result = []
+    for rp in range(2):
+        h0 = (rp - top) % 2  # first input row whose padded row has parity rp
+        r0, count_h = (h0 + top) // 2, len(range(h0, height, 2))
+        for cp in range(2):
+            w0 = (cp - left) % 2
+            t0, count_w = (w0 + left) // 2, len(range(w0, width, 2))
+            pixels = (slice(h0, None, 2), slice(w0, None, 2))
+            cells = (slice(r0, r0 + count_h), slice(t0, t0 + count_w))
+            result.append((rp, cp, pixels, cells))
+    return result
+
+
 def _planes(x, top, left, th, tw, xp):
     """(C, N, H, W) → 4 flat parity planes [2 row parity + column parity], each
     (C, N, (th + 2) (tw + 1)) holding padded pixel (2 r + row parity, 2 t + column parity)."""
@@ -139,15 +156,8 @@ def _planes(x, top, left, th, tw, xp):
         import numpy as np
 
         planes = np.zeros((2, 2, channels, batch, rows, cols), dtype=x.dtype)
-        for rp in range(2):
-            h0 = (rp - top) % 2
-            r0 = (h0 + top) // 2
-            count_h = len(range(h0, height, 2))
-            for cp in range(2):
-                w0 = (cp - left) % 2
-                t0 = (w0 + left) // 2
-                count_w = len(range(w0, width, 2))
-                planes[rp, cp, :, :, r0 : r0 + count_h, t0 : t0 + count_w] = x[:, :, h0::2, w0::2]
+        for rp, cp, pixels, cells in _parity_slices(height, width, top, left):
+            planes[(rp, cp, ..., *cells)] = x[(..., *pixels)]
         flat = np.reshape(planes, (2, 2, channels, batch, rows * cols))
         return [flat[rp, cp] for rp in range(2) for cp in range(2)]
     padded = _pad(x, (top, 2 * rows - height - top, left, 2 * cols - width - left), 0, xp)
@@ -164,15 +174,8 @@ def _from_planes(planes, shape, top, left, th, tw, xp, out=None):
         import numpy as np
 
         out = np.empty(shape, dtype=planes[0].dtype) if out is None else out
-        for rp in range(2):
-            h0 = (rp - top) % 2
-            r0 = (h0 + top) // 2
-            count_h = len(range(h0, height, 2))
-            for cp in range(2):
-                w0 = (cp - left) % 2
-                t0 = (w0 + left) // 2
-                count_w = len(range(w0, width, 2))
-                out[:, :, h0::2, w0::2] = planes[2 * rp + cp][:, :, r0 : r0 + count_h, t0 : t0 + count_w]
+        for rp, cp, pixels, cells in _parity_slices(height, width, top, left):
+            out[(..., *pixels)] = planes[2 * rp + cp][(..., *cells)]
         return out
     # Interleave: (C, N, rows, 2, cols, 2) → (C, N, 2 rows, 2 cols), then crop the padding.
     pairs = [xp.stack([planes[2 * rp], planes[2 * rp + 1]], axis=-1) for rp in range(2)]
