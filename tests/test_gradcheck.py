@@ -133,16 +133,22 @@ def test_winograd_transform_adjoints(backend, height, width, top, left):
 
 
 def test_winograd_is_chosen_where_it_pays():
-    """auto: Winograd for 3×3 stride-1 convolutions with enough channels and tiles; im2col else."""
+    """auto: Winograd for 3×3 stride-1 NumPy convolutions with enough channels and tiles; im2col else."""
+    import array_api_compat.numpy as np_namespace
+
     from portaconv.functional import conv
+
+    array_api_strict = pytest.importorskip("array_api_strict")
 
     def choice(channels, size, **params):
         groups = params.get("groups", 1)
         g = conv._conv_geometry("conv2d", (2, channels, size, size), (channels, channels // groups, 3, 3),
                                 params.get("stride", 1), 1, params.get("dilation", 1), groups)
-        return conv._use_winograd(g, channels, channels)
+        return conv._use_winograd(g, channels, channels, np_namespace)
 
     assert choice(64, 56) and choice(128, 28)
     assert not choice(64, 13), "13×13: 49 tiles, im2col is faster"
     assert not choice(8, 56), "8 channels: im2col is faster"
     assert not choice(64, 56, stride=2) and not choice(64, 56, dilation=2) and not choice(64, 56, groups=2)
+    g = conv._conv_geometry("conv2d", (2, 64, 56, 56), (64, 64, 3, 3), 1, 1, 1, 1)
+    assert not conv._use_winograd(g, 64, 64, array_api_strict), "other backends: im2col unless forced"

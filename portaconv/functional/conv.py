@@ -207,7 +207,8 @@ def _conv_cnhw(x_padded, weight, g: _Geometry, stride, dilation, limit, xp):
 
 
 #: Convolution algorithm: "im2col" (the reference), "winograd" (F(2×2, 3×3) where it applies: 3×3
-#: kernels, stride 1, dilation 1, one group) or "auto" (Winograd where it applies and pays).
+#: kernels, stride 1, dilation 1, one group) or "auto" (Winograd where it applies and was measured
+#: to pay: NumPy, enough channels and tiles).
 CONV_ALGORITHM = "auto"
 
 # Winograd's matrix products have C (forward) or K (input gradient) as inner dimension, and its
@@ -218,11 +219,13 @@ _WINOGRAD_MIN_CHANNELS = 16
 _WINOGRAD_MIN_TILES = 100
 
 
-def _use_winograd(g: _Geometry, channels, out_channels) -> bool:
+def _use_winograd(g: _Geometry, channels, out_channels, xp) -> bool:
     if (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.groups) != (3, 3, 1, 1, 1, 1, 1) or CONV_ALGORITHM == "im2col":
         return False
     if CONV_ALGORITHM == "winograd":
         return True
+    if not is_numpy(xp):
+        return False  # measured on NumPy only: GPUs' kernel launches per transform sum are unmeasured
     th, tw = winograd.tiles(g.oh, g.ow)
     return min(channels, out_channels) >= _WINOGRAD_MIN_CHANNELS and th * tw >= _WINOGRAD_MIN_TILES
 
@@ -288,7 +291,7 @@ def _winograd_backward(grad_cnhw, x_cnhw, weight, g: _Geometry, limit, xp, *, in
 
 def _forward_serial(x_cnhw, weight, g: _Geometry, limit, xp, out=None):
     """The forward on one thread; ``out`` (NumPy), when given, receives the result."""
-    if _use_winograd(g, x_cnhw.shape[0], weight.shape[0]) and x_cnhw.shape[1] > 0:
+    if _use_winograd(g, x_cnhw.shape[0], weight.shape[0], xp) and x_cnhw.shape[1] > 0:
         return _winograd_forward(x_cnhw, weight, g, limit, xp, out)
     return _conv_cnhw(_pad(x_cnhw, g.pads, 0, xp), weight, g, (g.sh, g.sw), (g.dh, g.dw), limit, xp)
 
@@ -301,7 +304,7 @@ GRAD_INPUT_METHOD = "auto"
 
 def _grad_input_serial(grad_cnhw, weight, g: _Geometry, limit, xp):
     """(K, N, oh, ow) gradient → (C, N, H, W) input gradient."""
-    if _use_winograd(g, weight.shape[1], weight.shape[0]) and grad_cnhw.shape[1] > 0:
+    if _use_winograd(g, weight.shape[1], weight.shape[0], xp) and grad_cnhw.shape[1] > 0:
         return _winograd_backward(grad_cnhw, None, weight, g, limit, xp, weight_grad=False)[0]
     method = GRAD_INPUT_METHOD
     if method == "auto":
@@ -358,7 +361,7 @@ def _grad_weight_serial(grad_cnhw, x_cnhw, g: _Geometry, limit, xp):
     """
     out_channels, batch = grad_cnhw.shape[:2]
     channels = x_cnhw.shape[0]
-    if _use_winograd(g, channels, out_channels) and batch > 0:
+    if _use_winograd(g, channels, out_channels, xp) and batch > 0:
         return _winograd_backward(grad_cnhw, x_cnhw, None, g, limit, xp, input_grad=False)[1]
     groups, kh, kw, oh, ow = g.groups, g.kh, g.kw, g.oh, g.ow
     group_channels = channels // groups
@@ -564,7 +567,7 @@ def conv2d_backward(
         "conv2d_backward", grad_output, input, weight, bias, stride, padding, dilation, groups, xp
     )
     limit = _resolve_limit(workspace_limit)
-    if _use_winograd(g, x.shape[1], weight.shape[0]) and x.shape[0] > 0:
+    if _use_winograd(g, x.shape[1], weight.shape[0], xp) and x.shape[0] > 0:
         grad_input, grad_weight = _winograd_gradients(_to_cnhw(grad, xp), _to_cnhw(x, xp), weight, g, limit, xp)
         return unbatch(_to_cnhw(grad_input, xp), unbatched), grad_weight, _bias_grad(grad, bias, xp)
     grad_cnhw = _contiguous_cnhw(grad, xp)  # read by both gradients
