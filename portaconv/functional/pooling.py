@@ -11,7 +11,7 @@ from array_api_compat import device as _device
 from .._backend import is_numpy, namespace_of
 from .._shapes import _is_int, _pair, pool_output_size
 from .._validate import check_shape
-from ..window import _add_at, _pad, _set_at, _window_index
+from ..window import _add_at, _from_window_target, _pad, _set_at, _window_index, _window_source, _window_target
 from ._common import batched, masked, unbatch
 
 __all__ = ["max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward"]
@@ -64,26 +64,26 @@ def _max_pool_exact(x_padded, geometry, xp):
     return best, taps
 
 
-def _max_values(x_padded, windows, xp):
+def _max_values(source, windows, xp):
     # Elementwise maxima across the tap slices: reductions along a short last axis are far slower.
     # The standard's maximum propagates NaN.
-    best = x_padded[windows[0]]
+    best = source[windows[0]]
     for window in windows[1:]:
-        best = xp.maximum(best, x_padded[window])
+        best = xp.maximum(best, source[window])
     return best
 
 
-def _max_taps(x_padded, best, windows, geometry, xp):
+def _max_taps(source, best, windows, geometry, xp, x_padded):
     """Index of each window's winning tap: the first tap equal to the maximum (torch's tie rule),
     found by comparisons and arithmetic (NumPy's where is slow on random masks). Windows whose
     maximum is not finite take the exact path (torch: the last NaN wins; an all -inf window points
     at its first tap inside the input)."""
     if not bool(xp.all(xp.isfinite(best))):
-        return _max_pool_exact(x_padded, geometry, xp)[1]
+        return _max_pool_exact(x_padded, geometry, xp)[1]  # reads x_padded: torch's rule, tap by tap
     taps = xp.zeros(best.shape, dtype=xp.int32, device=_device(best))
     found = None
     for k, window in enumerate(windows[:-1]):
-        hit = x_padded[window] == best
+        hit = source[window] == best
         if found is not None:
             hit = hit & ~found
         taps = taps + k * xp.astype(hit, xp.int32)
@@ -97,9 +97,9 @@ def _max_pool(x, geometry, xp, *, taps=True):
     """Window maxima and (``taps``) the index of each window's winning tap."""
     kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, pads = geometry
     x_padded = _pad(x, pads, -float("inf"), xp)
-    windows = list(_window_index(kh, kw, sh, sw, dh, dw, oh, ow))
-    best = _max_values(x_padded, windows, xp)
-    return best, (_max_taps(x_padded, best, windows, geometry, xp) if taps else None)
+    source, windows = _window_source(x_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp)
+    best = _max_values(source, windows, xp)
+    return best, (_max_taps(source, best, windows, geometry, xp, x_padded) if taps else None)
 
 
 def _window_origins(geometry, device, xp):
@@ -134,32 +134,33 @@ def _first_max_scatter(x, grad, geometry, xp):
     """
     kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, pads = geometry
     x_padded = _pad(x, pads, -float("inf"), xp)
-    windows = list(_window_index(kh, kw, sh, sw, dh, dw, oh, ow))
-    best = _max_values(x_padded, windows, xp)
+    source, windows = _window_source(x_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp)
+    best = _max_values(source, windows, xp)
     if not bool(xp.all(xp.isfinite(best))):
         return None
     height, width = x.shape[-2:]
     shape = (*x.shape[:2], height + pads[0] + max(pads[1], 0), width + pads[2] + max(pads[3], 0))
-    grad_padded = xp.zeros(shape, dtype=x.dtype, device=_device(x))
+    grad_padded, targets = _window_target(shape, x.dtype, _device(x), kh, kw, sh, sw, dh, dw, oh, ow, xp)
     finite = bool(xp.all(xp.isfinite(grad)))
     overlap = sh < dh * (kh - 1) + 1 or sw < dw * (kw - 1) + 1
     in_place = is_numpy(xp) and finite and not overlap
     remaining = None  # windows whose maximum no earlier tap held
-    for k, window in enumerate(windows):
+    for k, (window, target) in enumerate(zip(windows, targets)):
         if k == len(windows) - 1:
             hit = remaining
         else:
-            hit = x_padded[window] == best
+            hit = source[window] == best
             hit = hit if remaining is None else hit & remaining
             remaining = ~hit if remaining is None else remaining ^ hit
         if hit is None:  # a 1×1 window
-            grad_padded = _add_at(grad_padded, window, grad, xp)
+            grad_padded = _add_at(grad_padded, target, grad, xp)
         elif in_place:
             import numpy as np
 
-            np.multiply(grad, hit, out=grad_padded[window])
+            np.multiply(grad, hit, out=grad_padded[target])
         else:
-            grad_padded = (_add_at if overlap else _set_at)(grad_padded, window, masked(grad, hit, xp, finite=finite), xp)
+            grad_padded = (_add_at if overlap else _set_at)(grad_padded, target, masked(grad, hit, xp, finite=finite), xp)
+    grad_padded = _from_window_target(grad_padded, shape, sh, sw, xp)
     return grad_padded[..., ph : ph + height, pw : pw + width]
 
 
@@ -168,9 +169,10 @@ def _scatter_windows(parts, x_shape, geometry, dtype, device, xp):
     kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, pads = geometry
     height, width = x_shape[-2:]
     shape = (*x_shape[:2], height + pads[0] + max(pads[1], 0), width + pads[2] + max(pads[3], 0))
-    grad = xp.zeros(shape, dtype=dtype, device=device)
-    for k, window in enumerate(_window_index(kh, kw, sh, sw, dh, dw, oh, ow)):
-        grad = _add_at(grad, window, parts(k), xp)
+    grad, targets = _window_target(shape, dtype, device, kh, kw, sh, sw, dh, dw, oh, ow, xp)
+    for k, target in enumerate(targets):
+        grad = _add_at(grad, target, parts(k), xp)
+    grad = _from_window_target(grad, shape, sh, sw, xp)
     return grad[..., ph : ph + height, pw : pw + width]
 
 
@@ -324,10 +326,10 @@ def avg_pool2d(
     geometry = _avg_geometry(op, x.shape, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
     kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, pads = geometry
     x_padded = _pad(x, pads, 0, xp)
-    first, *rest = _window_index(kh, kw, sh, sw, dh, dw, oh, ow)
-    total = x_padded[first]
+    source, (first, *rest) = _window_source(x_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp)
+    total = source[first]
     for window in rest:
-        total = total + x_padded[window]
+        total = total + source[window]
     divisor = _avg_divisor(geometry, *x.shape[-2:], count_include_pad, divisor_override, x.dtype, _device(x), xp)
     return unbatch(total / divisor, unbatched)
 
