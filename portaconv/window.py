@@ -58,19 +58,25 @@ def _plane_window_index(kh, kw, sh, sw, dh, dw, oh, ow):
     return tuple(index)
 
 
-def _use_planes(sh, sw, xp) -> bool:
-    # NumPy's loops over stride-2 views run several times slower than over unit-stride rows (a 9-tap
-    # pooling backward spent 90 % of its time there); other backends index strided views natively.
-    return (sh, sw) != (1, 1) and is_numpy(xp)
+def _use_planes(kh, kw, sh, sw, dh, dw, xp, passes) -> bool:
+    """Whether taps go through stride-parity planes: NumPy's loops over stride-2 views run several
+    times slower than over unit-stride rows (a 9-tap pooling backward spent 90 % of its time there),
+    so the one strided copy into planes pays when pixels are visited more than once: overlapping
+    windows, or ``passes`` > 1 over the taps. Other backends index strided views natively."""
+    if (sh, sw) == (1, 1) or not is_numpy(xp):
+        return False
+    overlap = (kh - 1) * dh + 1 > sh or (kw - 1) * dw + 1 > sw
+    return overlap or passes > 1
 
 
-def _window_source(x_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp):
+def _window_source(x_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp, *, passes=1):
     """``(source, windows)`` with ``source[windows[k]]`` the (..., oh, ow) input of kernel tap k.
 
-    The source is ``x_padded`` itself, or (NumPy, stride > 1) its stride-parity planes, copied once
-    so that every tap is a unit-stride slice (see :func:`_plane_window_index`).
+    The source is ``x_padded`` itself, or (NumPy, stride > 1, see :func:`_use_planes`) its
+    stride-parity planes, copied once so that every tap is a unit-stride slice
+    (see :func:`_plane_window_index`). ``passes``: how many times the caller reads every tap.
     """
-    if not _use_planes(sh, sw, xp):
+    if not _use_planes(kh, kw, sh, sw, dh, dw, xp, passes):
         return x_padded, _window_index(kh, kw, sh, sw, dh, dw, oh, ow)
     import numpy as np
 
@@ -84,8 +90,9 @@ def _window_source(x_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp):
 
 def _window_target(shape_padded, dtype, device, kh, kw, sh, sw, dh, dw, oh, ow, xp):
     """Zeros to scatter-add tap gradients into, and the windows to add them at: the adjoint side of
-    :func:`_window_source`. :func:`_from_window_target` turns the result into (..., Hp, Wp)."""
-    if not _use_planes(sh, sw, xp):
+    :func:`_window_source`. :func:`_from_window_target` turns the result into (..., Hp, Wp).
+    Planes only where windows overlap: else each pixel is written once either way."""
+    if not _use_planes(kh, kw, sh, sw, dh, dw, xp, 1):
         zeros = xp.zeros(shape_padded, dtype=dtype, device=device)
         return zeros, _window_index(kh, kw, sh, sw, dh, dw, oh, ow)
     import numpy as np
@@ -95,7 +102,7 @@ def _window_target(shape_padded, dtype, device, kh, kw, sh, sw, dh, dw, oh, ow, 
 
 def _from_window_target(target, shape_padded, sh, sw, xp):
     """(..., Hp, Wp) from :func:`_window_target`'s array: interleave the planes back."""
-    if not _use_planes(sh, sw, xp):
+    if tuple(target.shape) == tuple(shape_padded):
         return target
     import numpy as np
 

@@ -97,7 +97,7 @@ def _max_pool(x, geometry, xp, *, taps=True):
     """Window maxima and (``taps``) the index of each window's winning tap."""
     kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, pads = geometry
     x_padded = _pad(x, pads, -float("inf"), xp)
-    source, windows = _window_source(x_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp)
+    source, windows = _window_source(x_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp, passes=2 if taps else 1)
     best = _max_values(source, windows, xp)
     return best, (_max_taps(source, best, windows, geometry, xp, x_padded) if taps else None)
 
@@ -134,7 +134,7 @@ def _first_max_scatter(x, grad, geometry, xp):
     """
     kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, pads = geometry
     x_padded = _pad(x, pads, -float("inf"), xp)
-    source, windows = _window_source(x_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp)
+    source, windows = _window_source(x_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp, passes=2)
     best = _max_values(source, windows, xp)
     if not bool(xp.all(xp.isfinite(best))):
         return None
