@@ -6,8 +6,9 @@ product. Measured on this project's 2-core machine, running the two halves of a 
 threads with BLAS limited to one thread each made conv2d forward+backward 1.2–1.4× faster than
 one thread with two-threaded BLAS (Winograd 56×56: 193 → 140 ms).
 
-BLAS is limited through threadpoolctl (process-wide, for the duration of the call only). Without
-threadpoolctl no thread is started: BLAS threads times our threads would oversubscribe the cores.
+BLAS is kept on one thread through threadpoolctl (process-wide, for the duration of the call only;
+see :func:`single_threaded_blas`). Without threadpoolctl no thread is started: BLAS threads times
+our threads would oversubscribe the cores.
 """
 
 from __future__ import annotations
@@ -70,17 +71,48 @@ def set_num_threads(threads=None) -> int:
     return previous
 
 
-def _blas_controller():
+def _blas_libraries():
+    """threadpoolctl's controllers of the loaded BLAS libraries, or None without threadpoolctl."""
     global _controller, _controller_ready
     if not _controller_ready:
         try:
             from threadpoolctl import ThreadpoolController
 
-            _controller = ThreadpoolController()
+            _controller = ThreadpoolController().select(user_api="blas").lib_controllers
         except ImportError:
             _controller = None
         _controller_ready = True
     return _controller
+
+
+def single_threaded_blas(function):
+    """Run a NumPy call with BLAS on one thread when portaconv threads itself (threads > 1).
+
+    OpenBLAS's idle workers busy-wait for ~0.1 s after every multi-threaded call and take a core
+    from whatever runs next: measured here, a seed-cnn training step ran 29 ms with two-threaded
+    BLAS and 22 ms with BLAS on one thread and the batch split across portaconv's threads. So the
+    functions that multiply matrices keep BLAS single-threaded for their duration (~2 µs a call;
+    the setting is restored afterwards, process-wide in between). Non-NumPy arrays pass through.
+    """
+    import functools
+
+    import numpy as np
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        libraries = _blas_libraries() if _num_threads > 1 and args and type(args[0]) is np.ndarray else None
+        if not libraries:
+            return function(*args, **kwargs)
+        saved = [library.get_num_threads() for library in libraries]
+        for library in libraries:
+            library.set_num_threads(1)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            for library, threads in zip(libraries, saved):
+                library.set_num_threads(threads)
+
+    return wrapper
 
 
 def _in_worker() -> bool:
@@ -98,14 +130,15 @@ def batch_ranges(batch, work):
     """(start, stop) parts of the batch for :func:`map_ranges`, or None to run it whole: one
     thread, a small call, a call from inside a worker, or no way to limit BLAS."""
     threads = min(_num_threads, batch)
-    if threads < 2 or work < _MIN_WORK or _in_worker() or _blas_controller() is None:
+    if threads < 2 or work < _MIN_WORK or _in_worker() or _blas_libraries() is None:
         return None
     bounds = [batch * i // threads for i in range(threads + 1)]
     return list(zip(bounds[:-1], bounds[1:]))
 
 
 def map_ranges(function, ranges):
-    """``[function(start, stop) for each range]``, run in the pool with single-threaded BLAS."""
+    """``[function(start, stop) for each range]``, run in the pool (called inside a
+    :func:`single_threaded_blas` function, so each thread's BLAS runs on one thread)."""
     global _pool
     from concurrent.futures import ThreadPoolExecutor
 
@@ -113,5 +146,4 @@ def map_ranges(function, ranges):
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=_num_threads, initializer=_mark_worker, thread_name_prefix="portaconv")
         pool = _pool
-    with _blas_controller().limit(limits=1, user_api="blas"):
-        return list(pool.map(lambda bounds: function(*bounds), ranges))
+    return list(pool.map(lambda bounds: function(*bounds), ranges))

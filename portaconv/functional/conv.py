@@ -496,6 +496,7 @@ def _check_bias(op, bias, channels):
         raise ValueError(f"{op}: bias must have shape ({channels},), got {tuple(bias.shape)}")
 
 
+@_threads.single_threaded_blas
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, workspace_limit=None):
     """2-D convolution (cross-correlation), as ``torch.nn.functional.conv2d``.
 
@@ -541,6 +542,7 @@ def _conv2d_backward_checked(op, grad_output, input, weight, bias, stride, paddi
     return x, grad, unbatched, g
 
 
+@_threads.single_threaded_blas
 def conv2d_backward(
     grad_output, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, workspace_limit=None
 ):
@@ -576,6 +578,7 @@ def conv2d_backward(
     return unbatch(grad_input, unbatched), grad_weight, _bias_grad(grad, bias, xp)
 
 
+@_threads.single_threaded_blas
 def conv2d_grad_input(
     grad_output, weight, *, input_shape, stride=1, padding=0, dilation=1, groups=1, workspace_limit=None, xp=None
 ):
@@ -601,6 +604,7 @@ def conv2d_grad_input(
     return _to_cnhw(out, xp)
 
 
+@_threads.single_threaded_blas
 def conv2d_grad_weight(
     grad_output, input, *, weight_shape, stride=1, padding=0, dilation=1, groups=1, workspace_limit=None, xp=None
 ):
@@ -626,6 +630,7 @@ def conv2d_grad_weight(
     return _grad_weight_cnhw(_to_cnhw(grad_output, xp), _to_cnhw(input, xp), g, limit, xp)
 
 
+@_threads.single_threaded_blas
 def conv_transpose2d(
     input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *, workspace_limit=None
 ):
@@ -660,6 +665,7 @@ def conv_transpose2d(
     return unbatch(_to_cnhw(out, xp), unbatched)
 
 
+@_threads.single_threaded_blas
 def conv_transpose2d_backward(
     grad_output,
     input,
