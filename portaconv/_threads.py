@@ -20,6 +20,8 @@ __all__ = ["get_num_threads", "set_num_threads"]
 
 # Below this many multiply-adds a call is too small for a thread hand-off (~50 µs) to pay.
 _MIN_WORK = 20_000_000
+# Calls whose arrays are all smaller leave BLAS alone (see single_threaded_blas).
+_SMALL_CALL = 10_000
 
 
 def _default_threads() -> int:
@@ -100,19 +102,34 @@ def single_threaded_blas(function):
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
-        libraries = _blas_libraries() if _num_threads > 1 and args and type(args[0]) is np.ndarray else None
+        # Arrays all under _SMALL_CALL elements make products OpenBLAS runs on one thread anyway:
+        # skip the ~3 µs. Non-NumPy calls pass through.
+        numpy_call = bool(args) and type(args[0]) is np.ndarray
+        if numpy_call:
+            numpy_call = max(a.size for a in args if type(a) is np.ndarray) >= _SMALL_CALL
+        libraries = _blas_libraries() if _num_threads > 1 and numpy_call else None
         if not libraries:
             return function(*args, **kwargs)
-        saved = [library.get_num_threads() for library in libraries]
-        for library in libraries:
-            library.set_num_threads(1)
-        try:
+        with _one_blas_thread(libraries):
             return function(*args, **kwargs)
-        finally:
-            for library, threads in zip(libraries, saved):
-                library.set_num_threads(threads)
 
     return wrapper
+
+
+class _one_blas_thread:
+    """Context: the given BLAS libraries on one thread, restored on exit."""
+
+    def __init__(self, libraries):
+        self.libraries = libraries
+
+    def __enter__(self):
+        self.saved = [library.get_num_threads() for library in self.libraries]
+        for library in self.libraries:
+            library.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        for library, threads in zip(self.libraries, self.saved):
+            library.set_num_threads(threads)
 
 
 def _in_worker() -> bool:
@@ -137,8 +154,7 @@ def batch_ranges(batch, work):
 
 
 def map_ranges(function, ranges):
-    """``[function(start, stop) for each range]``, run in the pool (called inside a
-    :func:`single_threaded_blas` function, so each thread's BLAS runs on one thread)."""
+    """``[function(start, stop) for each range]``, run in the pool with BLAS on one thread."""
     global _pool
     from concurrent.futures import ThreadPoolExecutor
 
@@ -146,4 +162,5 @@ def map_ranges(function, ranges):
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=_num_threads, initializer=_mark_worker, thread_name_prefix="portaconv")
         pool = _pool
-    return list(pool.map(lambda bounds: function(*bounds), ranges))
+    with _one_blas_thread(_blas_libraries()):
+        return list(pool.map(lambda bounds: function(*bounds), ranges))

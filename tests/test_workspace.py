@@ -109,3 +109,29 @@ def test_threaded_workspace_is_shared(monkeypatch):
         assert peak <= limit + 3 * 2 * x.nbytes, f"peak {peak} bytes with a {limit}-byte limit"
     finally:
         portaconv.set_num_threads(previous)
+
+
+def test_single_threaded_blas(monkeypatch):
+    """Inside a matrix-multiplying call on large NumPy arrays BLAS runs on one thread (its idle
+    workers would spin on the cores portaconv's threads use); the setting is restored after, and
+    small calls, other backends and threads=1 leave BLAS alone."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from portaconv import _threads
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+
+    @_threads.single_threaded_blas
+    def probe(*arrays):
+        return blas_threads()
+
+    before = blas_threads()
+    big, small = np.zeros(_threads._SMALL_CALL), np.zeros(10)
+    monkeypatch.setattr(_threads, "_num_threads", 2)
+    assert set(probe(big)) <= {1}
+    assert probe(small, big) == [1] * len(before), "any large array counts"
+    assert probe(small) == before
+    assert probe([1.0] * 20_000) == before, "not a NumPy call"
+    assert blas_threads() == before, "restored"
+    monkeypatch.setattr(_threads, "_num_threads", 1)
+    assert probe(big) == before
