@@ -143,11 +143,13 @@ def _mark_worker():
     _local.worker = True
 
 
-def batch_ranges(batch, work):
+def batch_ranges(batch, work, minimum=None):
     """(start, stop) parts of the batch for :func:`map_ranges`, or None to run it whole: one
-    thread, a small call, a call from inside a worker, or no way to limit BLAS."""
+    thread, a small call (``work`` under ``minimum``, default ``_MIN_WORK`` multiply-adds), a call
+    from inside a worker, or no way to limit BLAS."""
     threads = min(_num_threads, batch)
-    if threads < 2 or work < _MIN_WORK or _in_worker() or _blas_libraries() is None:
+    minimum = _MIN_WORK if minimum is None else minimum
+    if threads < 2 or work < minimum or _in_worker() or _blas_libraries() is None:
         return None
     bounds = [batch * i // threads for i in range(threads + 1)]
     return list(zip(bounds[:-1], bounds[1:]))

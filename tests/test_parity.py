@@ -60,3 +60,32 @@ def test_every_conv_path_matches_torch(index, backend, dtype, grad_input_method,
     for position, (grad, ref) in enumerate(zip(grads, ref_grads)):
         if ref is not None:
             assert_close(grad, ref, dtype=dtype, what=f"{what} grad {position}")
+
+
+POOL_INDICES = [i for i, c in enumerate(CASES) if c.op == "max_pool2d"]
+
+
+@pytest.mark.parametrize("index", POOL_INDICES, ids=[str(CASES[i]) for i in POOL_INDICES])
+def test_max_pool_threaded_matches_torch(index, monkeypatch):
+    """max_pool2d's backward with the batch split across 2 threads (NumPy) gives torch's results."""
+    pytest.importorskip("threadpoolctl")
+    import portaconv
+    from portaconv.functional import pooling
+    from portaconv.testing import available_backends
+
+    monkeypatch.setattr(pooling, "_SPLIT_ELEMENTS", 0)
+    calls = []
+    split = pooling._threads.map_ranges
+    monkeypatch.setattr(pooling._threads, "map_ranges", lambda f, ranges: calls.append(ranges) or split(f, ranges))
+    previous = portaconv.set_num_threads(2)
+    try:
+        case = CASES[index]
+        inputs, grad_output, ref_out, ref_grads = _reference(index)
+        numpy_backend = next(b for b in available_backends() if str(b) == "numpy")
+        out, grads = run_case(case, inputs, grad_output, numpy_backend, "float64")
+        assert_close(out, ref_out, what=f"{case} forward (threads)")
+        assert_close(grads[0], ref_grads[0], what=f"{case} grad_input (threads)")
+        batch = case.inputs[0][0] if len(case.inputs[0]) == 4 else 1
+        assert bool(calls) == (batch > 1), "split exactly when there is a batch to split"
+    finally:
+        portaconv.set_num_threads(previous)
