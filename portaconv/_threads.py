@@ -34,6 +34,16 @@ def _default_threads() -> int:
 _num_threads = _default_threads()
 _lock = threading.Lock()
 _pool = None
+
+
+def _forget_pool():
+    # A forked child inherits the pool object but not its threads: submitting to it could hang.
+    global _pool, _lock, _blas_users
+    _pool, _lock, _blas_users = None, threading.Lock(), 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 _controller = None
 _controller_ready = False
 
@@ -116,20 +126,33 @@ def single_threaded_blas(function):
     return wrapper
 
 
+_blas_users = 0  # calls inside _one_blas_thread now, across all threads
+_blas_saved = None
+
+
 class _one_blas_thread:
-    """Context: the given BLAS libraries on one thread, restored on exit."""
+    """Context: the given BLAS libraries on one thread; the first entrant saves their settings and
+    the last one out restores them, so concurrent and nested calls cannot leave BLAS at 1."""
 
     def __init__(self, libraries):
         self.libraries = libraries
 
     def __enter__(self):
-        self.saved = [library.get_num_threads() for library in self.libraries]
-        for library in self.libraries:
-            library.set_num_threads(1)
+        global _blas_users, _blas_saved
+        with _lock:
+            if _blas_users == 0:
+                _blas_saved = [library.get_num_threads() for library in self.libraries]
+                for library in self.libraries:
+                    library.set_num_threads(1)
+            _blas_users += 1
 
     def __exit__(self, *exc):
-        for library, threads in zip(self.libraries, self.saved):
-            library.set_num_threads(threads)
+        global _blas_users
+        with _lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                for library, threads in zip(self.libraries, _blas_saved):
+                    library.set_num_threads(threads)
 
 
 def _in_worker() -> bool:

@@ -135,3 +135,39 @@ def test_single_threaded_blas(monkeypatch):
     assert blas_threads() == before, "restored"
     monkeypatch.setattr(_threads, "_num_threads", 1)
     assert probe(big) == before
+
+
+def _threaded_conv_sum(queue):
+    from portaconv import _threads
+
+    _threads._MIN_WORK = 0
+    x = np.ones((4, 2, 6, 6))
+    queue.put(float(np.sum(F.conv2d(x, np.ones((3, 2, 3, 3))))))
+
+
+def test_threads_survive_fork(monkeypatch):
+    """A process forked after the thread pool started still runs threaded convolutions (the child
+    inherits no worker threads; portaconv also resets its pool and lock there)."""
+    pytest.importorskip("threadpoolctl")
+    import multiprocessing
+
+    from portaconv import _threads
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    monkeypatch.setattr(_threads, "_MIN_WORK", 0)
+    previous = portaconv.set_num_threads(2)
+    try:
+        expected = float(np.sum(F.conv2d(np.ones((4, 2, 6, 6)), np.ones((3, 2, 3, 3)))))  # starts the pool
+        assert _threads._pool is not None
+        context = multiprocessing.get_context("fork")
+        queue = context.Queue()
+        child = context.Process(target=_threaded_conv_sum, args=(queue,))
+        child.start()
+        child.join(timeout=60)
+        if child.is_alive():
+            child.kill()
+            pytest.fail("the forked child hung on the inherited thread pool")
+        assert queue.get(timeout=5) == expected
+    finally:
+        portaconv.set_num_threads(previous)

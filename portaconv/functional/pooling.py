@@ -13,7 +13,7 @@ from .._backend import is_numpy, namespace_of
 from .._shapes import _is_int, _pair, pool_output_size
 from .._validate import check_shape
 from ..window import _add_at, _from_window_target, _pad, _set_at, _window_index, _window_source, _window_target
-from ._common import batched, masked, unbatch
+from ._common import all_finite, batched, masked, unbatch
 
 __all__ = ["max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward"]
 
@@ -79,7 +79,7 @@ def _max_taps(source, best, windows, geometry, xp, x_padded):
     found by comparisons and arithmetic (NumPy's where is slow on random masks). Windows whose
     maximum is not finite take the exact path (torch: the last NaN wins; an all -inf window points
     at its first tap inside the input)."""
-    if not bool(xp.all(xp.isfinite(best))):
+    if not all_finite(best, xp):
         return _max_pool_exact(x_padded, geometry, xp)[1]  # reads x_padded: torch's rule, tap by tap
     taps = xp.zeros(best.shape, dtype=xp.int32, device=_device(best))
     found = None
@@ -137,12 +137,12 @@ def _first_max_scatter(x, grad, geometry, xp):
     x_padded = _pad(x, pads, -float("inf"), xp)
     source, windows = _window_source(x_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp, passes=2)
     best = _max_values(source, windows, xp)
-    if not bool(xp.all(xp.isfinite(best))):
+    if not all_finite(best, xp):
         return None
     height, width = x.shape[-2:]
     shape = (*x.shape[:2], height + pads[0] + max(pads[1], 0), width + pads[2] + max(pads[3], 0))
     grad_padded, targets = _window_target(shape, x.dtype, _device(x), kh, kw, sh, sw, dh, dw, oh, ow, xp)
-    finite = bool(xp.all(xp.isfinite(grad)))
+    finite = all_finite(grad, xp)
     overlap = sh < dh * (kh - 1) + 1 or sw < dw * (kw - 1) + 1
     in_place = is_numpy(xp) and finite and not overlap
     remaining = None  # windows whose maximum no earlier tap held
@@ -281,7 +281,7 @@ def max_pool2d_backward(
             indices = xp.expand_dims(indices, axis=0)
         check_shape(op, "indices", indices, expected)
         taps = _taps_from_flat(xp.astype(indices, xp.int64), geometry, x.shape[-1], xp)
-    finite = bool(xp.all(xp.isfinite(grad)))
+    finite = all_finite(grad, xp)
     grad_input = _scatter_windows(
         lambda k: masked(grad, taps == k, xp, finite=finite), x.shape, geometry, x.dtype, _device(x), xp
     )
