@@ -192,14 +192,15 @@ def input_transform(x, pads, th, tw, xp):
     cols = tw + 1
     size, length = th * cols, (th + 1) * cols
     planes = _planes(x, pads[0], pads[1], th, tw, xp)
-    # Column pass: tap j of row parity rp is plane (rp, j mod 2) shifted by j // 2.
-    columns = [
-        _apply(_BT, [planes[2 * rp + j % 2][..., j // 2 : j // 2 + length] for j in range(4)]) for rp in range(2)
-    ]  # columns[rp][b]
     buffer = _buffer((4, 4, channels, batch, size), x.dtype, xp)
     patches = [None] * 16
     for b in range(4):
-        taps = [columns[i % 2][b][..., (i // 2) * cols : (i // 2) * cols + size] for i in range(4)]
+        # Column pass for this b only (its two row parities), consumed at once by the row pass
+        # while still in cache: tap j of row parity rp is plane (rp, j mod 2) shifted by j // 2.
+        columns = [
+            _apply(_BT[b : b + 1], [planes[2 * rp + j % 2][..., j // 2 : j // 2 + length] for j in range(4)])[0] for rp in range(2)
+        ]
+        taps = [columns[i % 2][..., (i // 2) * cols : (i // 2) * cols + size] for i in range(4)]
         outs = None if buffer is None else [buffer[a, b] for a in range(4)]
         for a, value in enumerate(_apply(_BT, taps, outs)):
             patches[4 * a + b] = value
@@ -275,11 +276,12 @@ def output_transform_adjoint(grad, th, tw, xp):
     else:
         padded = _pad(grad, (0, 2 * th - oh, 0, 2 * cols - ow), 0, xp)
         blocks = [[xp.reshape(padded[..., p::2, q::2], (out_channels, batch, size)) for q in range(2)] for p in range(2)]
-    columns = [_apply(_A, [blocks[p][0], blocks[p][1]]) for p in range(2)]  # columns[p][b]
     buffer = _buffer((4, 4, out_channels, batch, size), grad.dtype, xp)
     patches = [None] * 16
     for b in range(4):
+        # Column pass for this b only, consumed at once by the row pass (see input_transform).
+        columns = [_apply(_A[b : b + 1], [blocks[p][0], blocks[p][1]])[0] for p in range(2)]
         outs = None if buffer is None else [buffer[a, b] for a in range(4)]
-        for a, value in enumerate(_apply(_A, [columns[0][b], columns[1][b]], outs)):
+        for a, value in enumerate(_apply(_A, columns, outs)):
             patches[4 * a + b] = value
     return _stack16(patches, buffer, (16, out_channels, batch * size), xp)
