@@ -14,6 +14,13 @@ and conv2d's grad_weight with the roles of input and gradient exchanged.
 
 Internally every array is kept in (C, N, H, W) layout between the permutes at the public boundary:
 im2col's matrix then reads contiguously and only the small output is transposed back.
+
+Two faster paths compute the same functions, each chosen per call and tested against the reference:
+
+* Winograd F(2×2, 3×3) (``_winograd.py``) for 3×3 stride-1 single-group convolutions
+  (``CONV_ALGORITHM``); its gradients are the adjoints of its transforms;
+* on NumPy, the batch split across threads (``portaconv._threads``): ``_forward_cnhw``,
+  ``_grad_input_cnhw`` and ``_grad_weight_cnhw`` dispatch to their ``_serial`` versions per part.
 """
 
 from __future__ import annotations
