@@ -453,17 +453,31 @@ def _grad_weight_cnhw(grad_cnhw, x_cnhw, g: _Geometry, limit, xp):
     return sum(parts[1:], parts[0])
 
 
-def _winograd_gradients(grad_cnhw, x_cnhw, weight, g: _Geometry, limit, xp):
-    """Both Winograd gradients, split like :func:`_forward_cnhw`."""
+def _gradients_serial(grad_cnhw, x_cnhw, weight, g: _Geometry, limit, xp, out=None):
+    """Both gradients on one thread: (grad_input (C, N, H, W), grad_weight); ``out`` (NumPy), when
+    given, receives grad_input."""
+    if _use_winograd(g, x_cnhw.shape[0], weight.shape[0], xp):
+        return _winograd_backward(grad_cnhw, x_cnhw, weight, g, limit, xp, out=out)
+    shape = grad_cnhw.shape
+    grad_cnhw = xp.reshape(xp.reshape(grad_cnhw, (shape[0], -1)), shape)  # compact: read by both gradients
+    grad_input = _grad_input_serial(grad_cnhw, weight, g, limit, xp)
+    if out is not None:
+        out[...] = grad_input
+        grad_input = out
+    return grad_input, _grad_weight_serial(grad_cnhw, x_cnhw, g, limit, xp)
+
+
+def _gradients(grad_cnhw, x_cnhw, weight, g: _Geometry, limit, xp):
+    """Both gradients, the batch split like :func:`_forward_cnhw` (one hand-off for both)."""
     ranges = _split(x_cnhw.shape[1], g, weight.shape, xp)
     if ranges is None:
-        return _winograd_backward(grad_cnhw, x_cnhw, weight, g, limit, xp)
+        return _gradients_serial(grad_cnhw, x_cnhw, weight, g, limit, xp)
     limit = max(1, limit // len(ranges))
     out = _numpy_result(x_cnhw.shape[0], x_cnhw.shape[1], g.height, g.width, x_cnhw.dtype, xp)
 
     def part(start, stop):
-        return _winograd_backward(grad_cnhw[:, start:stop, ...], x_cnhw[:, start:stop, ...], weight, g, limit, xp,
-                                  out=out[:, start:stop, ...])[1]
+        return _gradients_serial(grad_cnhw[:, start:stop, ...], x_cnhw[:, start:stop, ...], weight, g, limit, xp,
+                                 out[:, start:stop, ...])[1]
 
     parts = _threads.map_ranges(part, ranges)
     return out, sum(parts[1:], parts[0])
@@ -471,13 +485,6 @@ def _winograd_gradients(grad_cnhw, x_cnhw, weight, g: _Geometry, limit, xp):
 
 def _to_cnhw(x, xp):
     return xp.permute_dims(x, (1, 0, 2, 3))
-
-
-def _contiguous_cnhw(x, xp):
-    """(N, C, H, W) → (C, N, H, W) materialized once, for callers that read it more than once."""
-    channels, batch, height, width = x.shape[1], x.shape[0], x.shape[2], x.shape[3]
-    flat = xp.reshape(xp.permute_dims(x, (1, 0, 2, 3)), (channels, batch * height * width))
-    return xp.reshape(flat, (channels, batch, height, width))
 
 
 def _add_bias(out_knhw, bias, xp):
@@ -576,13 +583,13 @@ def conv2d_backward(
         "conv2d_backward", grad_output, input, weight, bias, stride, padding, dilation, groups, xp
     )
     limit = _resolve_limit(workspace_limit)
-    if _use_winograd(g, x.shape[1], weight.shape[0], xp) and x.shape[0] > 0:
-        grad_input, grad_weight = _winograd_gradients(_to_cnhw(grad, xp), _to_cnhw(x, xp), weight, g, limit, xp)
-        return unbatch(_to_cnhw(grad_input, xp), unbatched), grad_weight, _bias_grad(grad, bias, xp)
-    grad_cnhw = _contiguous_cnhw(grad, xp)  # read by both gradients
-    grad_input = _to_cnhw(_grad_input_cnhw(grad_cnhw, weight, g, limit, xp), xp)
-    grad_weight = _grad_weight_cnhw(grad_cnhw, _to_cnhw(x, xp), g, limit, xp)
-    return unbatch(grad_input, unbatched), grad_weight, _bias_grad(grad, bias, xp)
+    if x.shape[0] == 0:
+        grad_cnhw = _to_cnhw(grad, xp)
+        grad_input = _to_cnhw(_grad_input_cnhw(grad_cnhw, weight, g, limit, xp), xp)
+        grad_weight = _grad_weight_cnhw(grad_cnhw, _to_cnhw(x, xp), g, limit, xp)
+        return unbatch(grad_input, unbatched), grad_weight, _bias_grad(grad, bias, xp)
+    grad_input, grad_weight = _gradients(_to_cnhw(grad, xp), _to_cnhw(x, xp), weight, g, limit, xp)
+    return unbatch(_to_cnhw(grad_input, xp), unbatched), grad_weight, _bias_grad(grad, bias, xp)
 
 
 @_threads.single_threaded_blas
