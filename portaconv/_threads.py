@@ -34,18 +34,21 @@ def _default_threads() -> int:
 _num_threads = _default_threads()
 _lock = threading.Lock()
 _pool = None
+_local = threading.local()  # .worker: this thread is one of the pool's
+_libraries = None  # threadpoolctl's controllers of the loaded BLAS libraries
+_libraries_ready = False
+_blas_users = 0  # calls inside _one_blas_thread now, across all threads
+_blas_saved = None  # the BLAS thread counts the first of them found
 
 
 def _forget_pool():
-    # A forked child inherits the pool object but not its threads: submitting to it could hang.
+    # A forked child inherits the pool object but not its threads, and maybe a held lock.
     global _pool, _lock, _blas_users
     _pool, _lock, _blas_users = None, threading.Lock(), 0
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
-_controller = None
-_controller_ready = False
 
 
 def get_num_threads() -> int:
@@ -85,16 +88,16 @@ def set_num_threads(threads=None) -> int:
 
 def _blas_libraries():
     """threadpoolctl's controllers of the loaded BLAS libraries, or None without threadpoolctl."""
-    global _controller, _controller_ready
-    if not _controller_ready:
+    global _libraries, _libraries_ready
+    if not _libraries_ready:
         try:
             from threadpoolctl import ThreadpoolController
 
-            _controller = ThreadpoolController().select(user_api="blas").lib_controllers
+            _libraries = ThreadpoolController().select(user_api="blas").lib_controllers
         except ImportError:
-            _controller = None
-        _controller_ready = True
-    return _controller
+            _libraries = None
+        _libraries_ready = True
+    return _libraries
 
 
 def single_threaded_blas(function):
@@ -120,29 +123,22 @@ def single_threaded_blas(function):
         libraries = _blas_libraries() if _num_threads > 1 and numpy_call else None
         if not libraries:
             return function(*args, **kwargs)
-        with _one_blas_thread(libraries):
+        with _one_blas_thread():
             return function(*args, **kwargs)
 
     return wrapper
 
 
-_blas_users = 0  # calls inside _one_blas_thread now, across all threads
-_blas_saved = None
-
-
 class _one_blas_thread:
-    """Context: the given BLAS libraries on one thread; the first entrant saves their settings and
-    the last one out restores them, so concurrent and nested calls cannot leave BLAS at 1."""
-
-    def __init__(self, libraries):
-        self.libraries = libraries
+    """Context: BLAS on one thread; the first entrant saves the libraries' settings and the last
+    one out restores them, so concurrent and nested calls cannot leave BLAS at 1."""
 
     def __enter__(self):
         global _blas_users, _blas_saved
         with _lock:
             if _blas_users == 0:
-                _blas_saved = [library.get_num_threads() for library in self.libraries]
-                for library in self.libraries:
+                _blas_saved = [library.get_num_threads() for library in _libraries]
+                for library in _libraries:
                     library.set_num_threads(1)
             _blas_users += 1
 
@@ -151,15 +147,12 @@ class _one_blas_thread:
         with _lock:
             _blas_users -= 1
             if _blas_users == 0:
-                for library, threads in zip(self.libraries, _blas_saved):
+                for library, threads in zip(_libraries, _blas_saved):
                     library.set_num_threads(threads)
 
 
 def _in_worker() -> bool:
     return getattr(_local, "worker", False)
-
-
-_local = threading.local()
 
 
 def _mark_worker():
@@ -187,5 +180,5 @@ def map_ranges(function, ranges):
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=_num_threads, initializer=_mark_worker, thread_name_prefix="portaconv")
         pool = _pool
-    with _one_blas_thread(_blas_libraries()):
+    with _one_blas_thread():  # batch_ranges made sure the libraries are known
         return list(pool.map(lambda bounds: function(*bounds), ranges))

@@ -1,7 +1,5 @@
 """The im2col workspace limit: chunked results equal unchunked ones, and the peak stays bounded."""
 
-import tracemalloc
-
 import numpy as np
 import pytest
 
@@ -39,12 +37,10 @@ def test_global_setting_and_errors():
 
 
 def _peak(function):
+    from portaconv.bench import _peak_numpy
+
     window._scratch.buffers.clear()  # the reused NumPy column buffer must be counted too
-    tracemalloc.start()
-    function()
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return peak
+    return _peak_numpy(function)
 
 
 def test_peak_memory_is_bounded(monkeypatch, conv_algorithm):

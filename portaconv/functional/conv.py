@@ -25,6 +25,7 @@ Two faster paths compute the same functions, each chosen per call and tested aga
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from array_api_compat import device as _device
@@ -243,14 +244,6 @@ def _winograd_chunks(g: _Geometry, channels, out_channels, batch, dtype, limit, 
     return th, tw, _batch_chunks(per_image, batch, limit, xp)
 
 
-def _winograd_out(shape, dtype, xp):
-    """NumPy: the whole (A, N, H, W) result, allocated once in (N, A, H, W) order (the public
-    layout) for the chunks to write into; other backends join the chunks instead."""
-    if not is_numpy(xp):
-        return None
-    return xp.permute_dims(xp.empty((shape[1], shape[0], *shape[2:]), dtype=dtype), (1, 0, 2, 3))
-
-
 def _winograd_forward(x_cnhw, weight, g: _Geometry, limit, xp, out=None):
     """conv2d by Winograd F(2×2, 3×3): (C, N, H, W) → (K, N, oh, ow), into ``out`` if given (NumPy)."""
     channels, batch = x_cnhw.shape[:2]
@@ -258,7 +251,7 @@ def _winograd_forward(x_cnhw, weight, g: _Geometry, limit, xp, out=None):
     u = winograd.kernel_transform(weight, xp)
     th, tw, chunks = _winograd_chunks(g, channels, out_channels, batch, x_cnhw.dtype, limit, xp)
     if out is None:
-        out = _winograd_out((out_channels, batch, g.oh, g.ow), x_cnhw.dtype, xp)
+        out = _numpy_result((out_channels, batch, g.oh, g.ow), x_cnhw.dtype, xp)
     outs = []
     for start, stop in chunks:
         v = winograd.input_transform(x_cnhw[:, start:stop, ...], (g.pads[0], g.pads[2]), th, tw, xp)
@@ -280,7 +273,7 @@ def _winograd_backward(grad_cnhw, x_cnhw, weight, g: _Geometry, limit, xp, *, in
     u_t = xp.matrix_transpose(winograd.kernel_transform(weight, xp)) if input_grad else None
     grad_u = xp.zeros((16, out_channels, channels), dtype=grad_cnhw.dtype, device=_device(grad_cnhw))
     if out is None and input_grad:
-        out = _winograd_out((channels, batch, g.height, g.width), grad_cnhw.dtype, xp)
+        out = _numpy_result((channels, batch, g.height, g.width), grad_cnhw.dtype, xp)
     grad_inputs = []
     pads = (g.pads[0], g.pads[2])
     for start, stop in chunks:
@@ -389,98 +382,83 @@ def _work(g: _Geometry, weight_shape) -> int:
     return g.oh * g.ow * out_channels * group_channels * g.kh * g.kw
 
 
-def _split(batch, g: _Geometry, weight_shape, xp):
-    """Batch parts for NumPy's batch-parallel threads (see ``portaconv._threads``), or None.
-    Each part gets an equal share of the workspace limit."""
-    return _threads.batch_ranges(batch, batch * _work(g, weight_shape)) if is_numpy(xp) and batch > 1 else None
+def _numpy_result(shape, dtype, xp):
+    """NumPy: a whole (A, N, H, W) result laid out as (N, A, H, W) in memory (the public layout),
+    for batch parts to write into; other backends (None) join their parts instead."""
+    if not is_numpy(xp):
+        return None
+    return xp.permute_dims(xp.empty((shape[1], shape[0], *shape[2:]), dtype=dtype), (1, 0, 2, 3))
 
 
-def _into(out, function):
-    """A range function writing ``function(start, stop)``, a (A, n, H, W) part, into ``out``."""
+def _in_parts(run, batch, g: _Geometry, weight_shape, limit, xp, out_shape=None, dtype=None):
+    """``run(start, stop, limit, out)`` over the batch: whole, or (NumPy, where it pays) split
+    across portaconv's threads, each part with an equal share of the workspace limit.
+
+    ``run`` returns (its (A, n, H, W) result, written into ``out`` when it can, or None; its weight
+    gradient or None). Returns (the (A, N, H, W) result of shape ``out_shape``, the weight
+    gradients summed over the parts).
+    """
+    ranges = _threads.batch_ranges(batch, batch * _work(g, weight_shape)) if is_numpy(xp) and batch > 1 else None
+    if ranges is None:
+        return run(0, batch, limit, None)
+    limit = max(1, limit // len(ranges))
+    out = None if out_shape is None else _numpy_result(out_shape, dtype, xp)
 
     def part(start, stop):
-        out[:, start:stop, ...] = function(start, stop)
+        target = None if out is None else out[:, start:stop, ...]
+        result, grad_weight = run(start, stop, limit, target)
+        if target is not None and result is not target:
+            target[...] = result
+        return grad_weight
 
-    return part
-
-
-def _numpy_result(channels, batch, height, width, dtype, xp):
-    """A (A, N, H, W) NumPy result laid out as (N, A, H, W) in memory: the public layout."""
-    return xp.permute_dims(xp.empty((batch, channels, height, width), dtype=dtype), (1, 0, 2, 3))
+    parts = _threads.map_ranges(part, ranges)
+    return out, None if parts[0] is None else sum(parts[1:], parts[0])
 
 
 def _forward_cnhw(x_cnhw, weight, g: _Geometry, limit, xp):
     """(C, N, H, W) → (K, N, oh, ow), the batch split across threads where that pays."""
-    ranges = _split(x_cnhw.shape[1], g, weight.shape, xp)
-    if ranges is None:
-        return _forward_serial(x_cnhw, weight, g, limit, xp)
-    limit = max(1, limit // len(ranges))
-    out = _numpy_result(weight.shape[0], x_cnhw.shape[1], g.oh, g.ow, x_cnhw.dtype, xp)
+    batch = x_cnhw.shape[1]
 
-    def part(start, stop):
-        target = out[:, start:stop, ...]
-        result = _forward_serial(x_cnhw[:, start:stop, ...], weight, g, limit, xp, target)
-        if result is not target:
-            target[...] = result
+    def run(start, stop, limit, out):
+        return _forward_serial(x_cnhw[:, start:stop, ...], weight, g, limit, xp, out), None
 
-    _threads.map_ranges(part, ranges)
-    return out
+    return _in_parts(run, batch, g, weight.shape, limit, xp, (weight.shape[0], batch, g.oh, g.ow), x_cnhw.dtype)[0]
 
 
 def _grad_input_cnhw(grad_cnhw, weight, g: _Geometry, limit, xp):
     """(K, N, oh, ow) gradient → (C, N, H, W) input gradient, split like :func:`_forward_cnhw`."""
-    ranges = _split(grad_cnhw.shape[1], g, weight.shape, xp)
-    if ranges is None:
-        return _grad_input_serial(grad_cnhw, weight, g, limit, xp)
-    limit = max(1, limit // len(ranges))
-    channels = weight.shape[1] * g.groups
-    out = _numpy_result(channels, grad_cnhw.shape[1], g.height, g.width, grad_cnhw.dtype, xp)
-    _threads.map_ranges(_into(out, lambda start, stop: _grad_input_serial(grad_cnhw[:, start:stop, ...], weight, g, limit, xp)), ranges)
-    return out
+    batch = grad_cnhw.shape[1]
+
+    def run(start, stop, limit, out):
+        return _grad_input_serial(grad_cnhw[:, start:stop, ...], weight, g, limit, xp), None
+
+    shape = (weight.shape[1] * g.groups, batch, g.height, g.width)
+    return _in_parts(run, batch, g, weight.shape, limit, xp, shape, grad_cnhw.dtype)[0]
 
 
 def _grad_weight_cnhw(grad_cnhw, x_cnhw, g: _Geometry, limit, xp):
     """Weight gradient, the batch split like :func:`_forward_cnhw` and the parts summed."""
     out_channels, batch = grad_cnhw.shape[:2]
+
+    def run(start, stop, limit, out):
+        return None, _grad_weight_serial(grad_cnhw[:, start:stop, ...], x_cnhw[:, start:stop, ...], g, limit, xp)
+
     weight_shape = (out_channels, x_cnhw.shape[0] // g.groups, g.kh, g.kw)
-    ranges = _split(batch, g, weight_shape, xp)
-    if ranges is None:
-        return _grad_weight_serial(grad_cnhw, x_cnhw, g, limit, xp)
-    limit = max(1, limit // len(ranges))
-    parts = _threads.map_ranges(
-        lambda start, stop: _grad_weight_serial(grad_cnhw[:, start:stop, ...], x_cnhw[:, start:stop, ...], g, limit, xp), ranges
-    )
-    return sum(parts[1:], parts[0])
-
-
-def _gradients_serial(grad_cnhw, x_cnhw, weight, g: _Geometry, limit, xp, out=None):
-    """Both gradients on one thread: (grad_input (C, N, H, W), grad_weight); ``out`` (NumPy), when
-    given, receives grad_input."""
-    if _use_winograd(g, x_cnhw.shape[0], weight.shape[0], xp):
-        return _winograd_backward(grad_cnhw, x_cnhw, weight, g, limit, xp, out=out)
-    shape = grad_cnhw.shape
-    grad_cnhw = xp.reshape(xp.reshape(grad_cnhw, (shape[0], -1)), shape)  # compact: read by both gradients
-    grad_input = _grad_input_serial(grad_cnhw, weight, g, limit, xp)
-    if out is not None:
-        out[...] = grad_input
-        grad_input = out
-    return grad_input, _grad_weight_serial(grad_cnhw, x_cnhw, g, limit, xp)
+    return _in_parts(run, batch, g, weight_shape, limit, xp)[1]
 
 
 def _gradients(grad_cnhw, x_cnhw, weight, g: _Geometry, limit, xp):
-    """Both gradients, the batch split like :func:`_forward_cnhw` (one hand-off for both)."""
-    ranges = _split(x_cnhw.shape[1], g, weight.shape, xp)
-    if ranges is None:
-        return _gradients_serial(grad_cnhw, x_cnhw, weight, g, limit, xp)
-    limit = max(1, limit // len(ranges))
-    out = _numpy_result(x_cnhw.shape[0], x_cnhw.shape[1], g.height, g.width, x_cnhw.dtype, xp)
+    """Both gradients, one batch split for the two (each part's gradient is read by both)."""
+    channels, batch = x_cnhw.shape[:2]
 
-    def part(start, stop):
-        return _gradients_serial(grad_cnhw[:, start:stop, ...], x_cnhw[:, start:stop, ...], weight, g, limit, xp,
-                                 out[:, start:stop, ...])[1]
+    def run(start, stop, limit, out):
+        grad, x = grad_cnhw[:, start:stop, ...], x_cnhw[:, start:stop, ...]
+        if _use_winograd(g, channels, weight.shape[0], xp) and stop > start:
+            return _winograd_backward(grad, x, weight, g, limit, xp, out=out)
+        grad = xp.reshape(xp.reshape(grad, (grad.shape[0], math.prod(grad.shape[1:]))), grad.shape)  # compact
+        return _grad_input_serial(grad, weight, g, limit, xp), _grad_weight_serial(grad, x, g, limit, xp)
 
-    parts = _threads.map_ranges(part, ranges)
-    return out, sum(parts[1:], parts[0])
+    return _in_parts(run, batch, g, weight.shape, limit, xp, (channels, batch, g.height, g.width), x_cnhw.dtype)
 
 
 def _to_cnhw(x, xp):
@@ -583,11 +561,6 @@ def conv2d_backward(
         "conv2d_backward", grad_output, input, weight, bias, stride, padding, dilation, groups, xp
     )
     limit = _resolve_limit(workspace_limit)
-    if x.shape[0] == 0:
-        grad_cnhw = _to_cnhw(grad, xp)
-        grad_input = _to_cnhw(_grad_input_cnhw(grad_cnhw, weight, g, limit, xp), xp)
-        grad_weight = _grad_weight_cnhw(grad_cnhw, _to_cnhw(x, xp), g, limit, xp)
-        return unbatch(grad_input, unbatched), grad_weight, _bias_grad(grad, bias, xp)
     grad_input, grad_weight = _gradients(_to_cnhw(grad, xp), _to_cnhw(x, xp), weight, g, limit, xp)
     return unbatch(_to_cnhw(grad_input, xp), unbatched), grad_weight, _bias_grad(grad, bias, xp)
 
