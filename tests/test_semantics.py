@@ -100,3 +100,22 @@ def test_max_pool_window_of_padding_only(torch, backend):
     np.testing.assert_array_equal(to_numpy(indices), ref_indices)
     (grad,) = F.max_pool2d_backward(to_backend(np.ones((1, 4, 2, 1)), backend, "float64"), to_backend(x, backend, "float64"), **params)
     np.testing.assert_array_equal(to_numpy(grad), np.zeros_like(x))
+
+
+def test_empty_batch_matches_torch(torch, backend, conv_algorithm, grad_input_method):
+    """A batch of 0 images: outputs and gradients of torch's shapes, zero weight gradient."""
+    x, w = np.zeros((0, 3, 6, 6)), np.ones((4, 3, 3, 3))
+    grad = np.zeros((0, 4, 6, 6))
+    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    out_t = torch.nn.functional.conv2d(xt, wt, padding=1)
+    out_t.backward(torch.tensor(grad))
+    xb, wb, gb = (to_backend(a, backend, "float64") for a in (x, w, grad))
+    out = F.conv2d(xb, wb, padding=1)
+    grad_input, grad_weight, _ = F.conv2d_backward(gb, xb, wb, padding=1)
+    assert tuple(out.shape) == tuple(out_t.shape)
+    assert tuple(grad_input.shape) == tuple(xt.grad.shape)
+    np.testing.assert_array_equal(to_numpy(grad_weight), wt.grad.numpy())
+    transposed = F.conv_transpose2d(gb, wb, padding=1)
+    assert tuple(transposed.shape) == tuple(torch.nn.functional.conv_transpose2d(torch.tensor(grad), wt, padding=1).shape)
+    back = F.conv_transpose2d_backward(to_backend(np.zeros(tuple(transposed.shape)), backend, "float64"), gb, wb, padding=1)
+    assert tuple(back[0].shape) == (0, 4, 6, 6) and not np.any(to_numpy(back[1]))

@@ -182,7 +182,8 @@ def _batch_chunks(per_image_bytes, batch, limit, xp):
     if is_numpy(xp):
         limit = min(limit, _NUMPY_CHUNK_BYTES)
     step = max(1, limit // max(per_image_bytes, 1))
-    return [(start, min(start + step, batch)) for start in range(0, batch, step)]
+    # An empty batch is one empty chunk: every loop then yields its (…, 0, …) result.
+    return [(start, min(start + step, batch)) for start in range(0, max(batch, 1), step)]
 
 
 def _join_batches(parts, xp):
@@ -200,8 +201,6 @@ def _conv_cnhw(x_padded, weight, g: _Geometry, stride, dilation, limit, xp):
     out_channels, group_channels, kh, kw = weight.shape
     oh, ow, groups = g.oh, g.ow, g.groups
     w = xp.reshape(weight, (groups, out_channels // groups, group_channels * kh * kw))
-    if batch == 0:
-        return xp.zeros((out_channels, 0, oh, ow), dtype=x_padded.dtype, device=_device(x_padded))
     outs = []
     for start, stop in _batch_chunks(channels * kh * kw * oh * ow * _itemsize(xp, x_padded.dtype), batch, limit, xp):
         size = (stop - start) * oh * ow
@@ -291,7 +290,7 @@ def _winograd_backward(grad_cnhw, x_cnhw, weight, g: _Geometry, limit, xp, *, in
 
 def _forward_serial(x_cnhw, weight, g: _Geometry, limit, xp, out=None):
     """The forward on one thread; ``out`` (NumPy), when given, receives the result."""
-    if _use_winograd(g, x_cnhw.shape[0], weight.shape[0], xp) and x_cnhw.shape[1] > 0:
+    if _use_winograd(g, x_cnhw.shape[0], weight.shape[0], xp):
         return _winograd_forward(x_cnhw, weight, g, limit, xp, out)
     return _conv_cnhw(_pad(x_cnhw, g.pads, 0, xp), weight, g, (g.sh, g.sw), (g.dh, g.dw), limit, xp)
 
@@ -304,7 +303,7 @@ GRAD_INPUT_METHOD = "auto"
 
 def _grad_input_serial(grad_cnhw, weight, g: _Geometry, limit, xp):
     """(K, N, oh, ow) gradient → (C, N, H, W) input gradient."""
-    if _use_winograd(g, weight.shape[1], weight.shape[0], xp) and grad_cnhw.shape[1] > 0:
+    if _use_winograd(g, weight.shape[1], weight.shape[0], xp):
         return _winograd_backward(grad_cnhw, None, weight, g, limit, xp, weight_grad=False)[0]
     method = GRAD_INPUT_METHOD
     if method == "auto":
@@ -361,7 +360,7 @@ def _grad_weight_serial(grad_cnhw, x_cnhw, g: _Geometry, limit, xp):
     """
     out_channels, batch = grad_cnhw.shape[:2]
     channels = x_cnhw.shape[0]
-    if _use_winograd(g, channels, out_channels, xp) and batch > 0:
+    if _use_winograd(g, channels, out_channels, xp):
         return _winograd_backward(grad_cnhw, x_cnhw, None, g, limit, xp, input_grad=False)[1]
     groups, kh, kw, oh, ow = g.groups, g.kh, g.kw, g.oh, g.ow
     group_channels = channels // groups
@@ -453,7 +452,7 @@ def _gradients(grad_cnhw, x_cnhw, weight, g: _Geometry, limit, xp):
 
     def run(start, stop, limit, out):
         grad, x = grad_cnhw[:, start:stop, ...], x_cnhw[:, start:stop, ...]
-        if _use_winograd(g, channels, weight.shape[0], xp) and stop > start:
+        if _use_winograd(g, channels, weight.shape[0], xp):
             return _winograd_backward(grad, x, weight, g, limit, xp, out=out)
         grad = xp.reshape(xp.reshape(grad, (grad.shape[0], math.prod(grad.shape[1:]))), grad.shape)  # compact
         return _grad_input_serial(grad, weight, g, limit, xp), _grad_weight_serial(grad, x, g, limit, xp)
