@@ -58,6 +58,11 @@ def _plane_window_index(kh, kw, sh, sw, dh, dw, oh, ow):
     return tuple(index)
 
 
+def _windows_overlap(kh, kw, sh, sw, dh, dw) -> bool:
+    """Whether neighbouring windows share pixels (a window spans more than the stride)."""
+    return (kh - 1) * dh + 1 > sh or (kw - 1) * dw + 1 > sw
+
+
 def _use_planes(kh, kw, sh, sw, dh, dw, xp, passes) -> bool:
     """Whether taps go through stride-parity planes: NumPy's loops over stride-2 views run several
     times slower than over unit-stride rows (a 9-tap pooling backward spent 90 % of its time there),
@@ -65,8 +70,7 @@ def _use_planes(kh, kw, sh, sw, dh, dw, xp, passes) -> bool:
     windows, or ``passes`` > 1 over the taps. Other backends index strided views natively."""
     if (sh, sw) == (1, 1) or not is_numpy(xp):
         return False
-    overlap = (kh - 1) * dh + 1 > sh or (kw - 1) * dw + 1 > sw
-    return overlap or passes > 1
+    return _windows_overlap(kh, kw, sh, sw, dh, dw) or passes > 1
 
 
 def _window_source(x_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp, *, passes=1):

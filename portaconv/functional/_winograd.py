@@ -36,7 +36,7 @@ from array_api_compat import device as _device
 from .._backend import is_numpy
 from ..window import _pad
 
-# Bᵀ (4×4), G (4×3), Aᵀ (2×4) of F(2×2, 3×3), as rows of {coefficient: index}.
+# Bᵀ (4×4), G (4×3), Aᵀ (2×4) of F(2×2, 3×3); the ±1 matrices as rows of {index: coefficient}.
 _BT = ({0: 1, 2: -1}, {1: 1, 2: 1}, {1: -1, 2: 1}, {1: 1, 3: -1})
 _B = ({0: 1}, {1: 1, 2: -1, 3: 1}, {0: -1, 1: 1, 2: 1}, {3: -1})  # B = (Bᵀ)ᵀ: the adjoint
 _AT = ({0: 1, 1: 1, 2: 1}, {1: 1, 2: -1, 3: -1})

@@ -12,7 +12,7 @@ from .. import _threads
 from .._backend import is_numpy, namespace_of
 from .._shapes import _is_int, _pair, pool_output_size
 from .._validate import check_shape
-from ..window import _add_at, _from_window_target, _pad, _set_at, _window_index, _window_source, _window_target
+from ..window import _add_at, _from_window_target, _pad, _set_at, _window_index, _window_source, _window_target, _windows_overlap
 from ._common import all_finite, batched, masked, unbatch
 
 __all__ = ["max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward"]
@@ -139,11 +139,10 @@ def _first_max_scatter(x, grad, geometry, xp):
     best = _max_values(source, windows, xp)
     if not all_finite(best, xp):
         return None
-    height, width = x.shape[-2:]
-    shape = (*x.shape[:2], height + pads[0] + max(pads[1], 0), width + pads[2] + max(pads[3], 0))
+    shape = _padded_shape(x.shape, pads)
     grad_padded, targets = _window_target(shape, x.dtype, _device(x), kh, kw, sh, sw, dh, dw, oh, ow, xp)
     finite = all_finite(grad, xp)
-    overlap = sh < dh * (kh - 1) + 1 or sw < dw * (kw - 1) + 1
+    overlap = _windows_overlap(kh, kw, sh, sw, dh, dw)
     in_place = is_numpy(xp) and finite and not overlap
     remaining = None  # windows whose maximum no earlier tap held
     for k, (window, target) in enumerate(zip(windows, targets)):
@@ -161,8 +160,7 @@ def _first_max_scatter(x, grad, geometry, xp):
             np.multiply(grad, hit, out=grad_padded[target])
         else:
             grad_padded = (_add_at if overlap else _set_at)(grad_padded, target, masked(grad, hit, xp, finite=finite), xp)
-    grad_padded = _from_window_target(grad_padded, shape, sh, sw, xp)
-    return grad_padded[..., ph : ph + height, pw : pw + width]
+    return _unpadded_grad(grad_padded, shape, x.shape, geometry, xp)
 
 
 # Elements (input × taps) from which a NumPy max-pool backward splits its batch across threads:
@@ -186,13 +184,26 @@ def _first_max_scatter_split(x, grad, geometry, xp):
 def _scatter_windows(parts, x_shape, geometry, dtype, device, xp):
     """Sum ``parts(k, window)`` into the padded input through each tap's slice, then crop."""
     kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, pads = geometry
-    height, width = x_shape[-2:]
-    shape = (*x_shape[:2], height + pads[0] + max(pads[1], 0), width + pads[2] + max(pads[3], 0))
+    shape = _padded_shape(x_shape, pads)
     grad, targets = _window_target(shape, dtype, device, kh, kw, sh, sw, dh, dw, oh, ow, xp)
     for k, target in enumerate(targets):
         grad = _add_at(grad, target, parts(k), xp)
-    grad = _from_window_target(grad, shape, sh, sw, xp)
-    return grad[..., ph : ph + height, pw : pw + width]
+    return _unpadded_grad(grad, shape, x_shape, geometry, xp)
+
+
+def _padded_shape(x_shape, pads):
+    """Shape of the gradient's padded buffer: the pooling pads, a negative bottom/right not cropped
+    (the rows no window reads keep their zero gradient)."""
+    height, width = x_shape[-2:]
+    return (*x_shape[:2], height + pads[0] + max(pads[1], 0), width + pads[2] + max(pads[3], 0))
+
+
+def _unpadded_grad(grad, shape_padded, x_shape, geometry, xp):
+    """The input's gradient from :func:`_window_target`'s accumulated buffer: planes interleaved
+    back, padding cropped."""
+    sh, sw, ph, pw = geometry[2], geometry[3], geometry[6], geometry[7]
+    grad = _from_window_target(grad, shape_padded, sh, sw, xp)
+    return grad[..., ph : ph + x_shape[-2], pw : pw + x_shape[-1]]
 
 
 def max_pool2d(
