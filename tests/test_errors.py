@@ -86,3 +86,13 @@ def test_mixed_devices():
     b = xs.asarray(w, device=xs.Device("device1"))
     with pytest.raises(ValueError, match="weight is on device .*device1.* but input is on"):
         F.conv2d(a, b)
+
+
+@pytest.mark.parametrize("name, value", [("CONV_ALGORITHM", "fft"), ("GRAD_INPUT_METHOD", "direct")])
+def test_unknown_algorithm_settings(monkeypatch, name, value):
+    import portaconv.functional.conv as conv
+
+    monkeypatch.setattr(conv, name, value)
+    x, w = np.zeros((1, 2, 5, 5)), np.zeros((3, 2, 3, 3))
+    with pytest.raises(ValueError, match=rf"portaconv.functional.conv.{name} must be one of .*, got '{value}'"):
+        F.conv2d_backward(np.zeros((1, 3, 3, 3)), x, w)

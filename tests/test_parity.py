@@ -66,8 +66,9 @@ POOL_INDICES = [i for i, c in enumerate(CASES) if c.op == "max_pool2d"]
 
 
 @pytest.mark.parametrize("index", POOL_INDICES, ids=[str(CASES[i]) for i in POOL_INDICES])
-def test_max_pool_threaded_matches_torch(index, monkeypatch):
-    """max_pool2d's backward with the batch split across 2 threads (NumPy) gives torch's results."""
+def test_max_pool_threaded_matches_torch(index, dtype, monkeypatch):
+    """max_pool2d's backward with the batch split across 2 threads (NumPy) gives torch's results
+    (the path is NumPy-only; the generic one runs under every backend in test_matches_torch)."""
     pytest.importorskip("threadpoolctl")
     import portaconv
     from portaconv.functional import pooling
@@ -82,9 +83,9 @@ def test_max_pool_threaded_matches_torch(index, monkeypatch):
         case = CASES[index]
         inputs, grad_output, ref_out, ref_grads = _reference(index)
         numpy_backend = next(b for b in available_backends() if str(b) == "numpy")
-        out, grads = run_case(case, inputs, grad_output, numpy_backend, "float64")
-        assert_close(out, ref_out, what=f"{case} forward (threads)")
-        assert_close(grads[0], ref_grads[0], what=f"{case} grad_input (threads)")
+        out, grads = run_case(case, inputs, grad_output, numpy_backend, dtype)
+        assert_close(out, ref_out, dtype=dtype, what=f"{case} forward (threads)")
+        assert_close(grads[0], ref_grads[0], dtype=dtype, what=f"{case} grad_input (threads)")
         batch = case.inputs[0][0] if len(case.inputs[0]) == 4 else 1
         assert bool(calls) == (batch > 1), "split exactly when there is a batch to split"
     finally:

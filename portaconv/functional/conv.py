@@ -226,7 +226,13 @@ _WINOGRAD_MIN_CHANNELS = 16
 _WINOGRAD_MIN_TILES = 100
 
 
+def _check_setting(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"portaconv.functional.conv.{name} must be one of {choices}, got {value!r}")
+
+
 def _use_winograd(g: _Geometry, channels, out_channels, xp) -> bool:
+    _check_setting("CONV_ALGORITHM", CONV_ALGORITHM, ("auto", "im2col", "winograd"))
     if (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.groups) != (3, 3, 1, 1, 1, 1, 1) or CONV_ALGORITHM == "im2col":
         return False
     if CONV_ALGORITHM == "winograd":
@@ -306,6 +312,7 @@ def _grad_input_serial(grad_cnhw, weight, g: _Geometry, limit, xp):
     if _use_winograd(g, weight.shape[1], weight.shape[0], xp):
         return _winograd_backward(grad_cnhw, None, weight, g, limit, xp, weight_grad=False)[0]
     method = GRAD_INPUT_METHOD
+    _check_setting("GRAD_INPUT_METHOD", method, ("auto", "stride0", "col2im"))
     if method == "auto":
         out_channels, group_channels = weight.shape[:2]
         # Column buffers: stride0 builds K·kh·kw × N·H·W, col2im C·kh·kw × N·oh·ow.
