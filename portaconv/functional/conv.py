@@ -219,10 +219,11 @@ def _conv_cnhw(x_padded, weight, g: _Geometry, stride, dilation, limit, xp):
 CONV_ALGORITHM = "auto"
 
 # Winograd's matrix products have C (forward) or K (input gradient) as inner dimension, and its
-# transforms are ~40 array operations per call whatever the size: with fewer channels or tiles
-# than these its transforms cost more than the 2.25× fewer multiplications save (measured on
-# NumPy: 13×13 maps ran 1.4× slower than im2col, 28×28 1.2× faster).
-_WINOGRAD_MIN_CHANNELS = 16
+# flat layout computes one extra tile row and column per image: with fewer channels or tiles than
+# these im2col is as fast or faster (measured on NumPy, forward and backward: 28×28 maps with 16 channels
+# even, with 32 channels Winograd 10 % faster; 13×13 with 32 channels 1.4× slower; 14×14 with
+# 64 even, 7×7 with 256 1.3× slower).
+_WINOGRAD_MIN_CHANNELS = 32
 _WINOGRAD_MIN_TILES = 100
 
 
@@ -245,7 +246,7 @@ def _use_winograd(g: _Geometry, channels, out_channels, xp) -> bool:
 
 def _winograd_chunks(g: _Geometry, channels, out_channels, batch, dtype, limit, xp):
     th, tw = winograd.tiles(g.oh, g.ow)
-    per_image = 16 * max(channels, out_channels) * th * (tw + 1) * _itemsize(xp, dtype)
+    per_image = 16 * max(channels, out_channels) * winograd.tiles_per_image(th, tw) * _itemsize(xp, dtype)
     return th, tw, _batch_chunks(per_image, batch, limit, xp)
 
 
