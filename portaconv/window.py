@@ -194,6 +194,30 @@ def _numpy_scratch(shape, dtype):
     return buffer[:size].reshape(shape)
 
 
+# NumPy column matrices up to this many elements are gathered (im2col) and scatter-added (col2im)
+# through one cached flat index: one operation instead of kh·kw slice copies, whose per-operation
+# overhead outweighs the copying at this size (seed 002's 1×1×28² convolution: im2col 11 → 7.6 µs,
+# col2im 23 → 10 µs). Larger calls keep the slices (the gather ran up to 3× slower there).
+_GATHER_MAX_ELEMENTS = 16384
+
+
+@functools.lru_cache(maxsize=256)
+def _gather_index(shape_padded, kh, kw, sh, sw, dh, dw, oh, ow):
+    """Flat position in a C-contiguous padded (C, N, Hp, Wp) array of each entry of its column
+    matrix (C·kh·kw, N·oh·ow), in the matrix's row-major order (read-only: it is shared)."""
+    import numpy as np
+
+    channels, batch, height, width = shape_padded
+    c, i, j, n, a, b = np.ix_(*(np.arange(size) for size in (channels, kh, kw, batch, oh, ow)))
+    index = (((c * batch + n) * height + a * sh + i * dh) * width + b * sw + j * dw).reshape(-1)
+    index.flags.writeable = False
+    return index
+
+
+def _use_gather(size, xp) -> bool:
+    return size <= _GATHER_MAX_ELEMENTS and is_numpy(xp)
+
+
 def _im2col(x_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp, *, scratch=False):
     """Column matrix of a padded input in (C, N, H, W) layout.
 
@@ -203,6 +227,10 @@ def _im2col(x_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp, *, scratch=False):
     consume it before the next call.
     """
     channels, batch = x_padded.shape[:2]
+    rows, columns = channels * kh * kw, batch * oh * ow
+    if _use_gather(rows * columns, xp):
+        index = _gather_index(tuple(x_padded.shape), kh, kw, sh, sw, dh, dw, oh, ow)
+        return xp.reshape(xp.reshape(x_padded, (-1,))[index], (rows, columns))
     source, windows = _window_source(x_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp)
     slices = [source[index] for index in windows]
     if scratch and is_numpy(xp):
@@ -218,6 +246,14 @@ def _im2col(x_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp, *, scratch=False):
 def _col2im(cols, shape_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp):
     """Adjoint of :func:`_im2col`: scatter-add columns into a zero (C, N, Hp, Wp) array."""
     channels, batch = shape_padded[:2]
+    if _use_gather(channels * kh * kw * batch * oh * ow, xp):
+        import numpy as np
+
+        # Unbuffered scatter-add in the matrix's order: each pixel sums its taps in tap order, as
+        # the slice loop below does (bit-identical results).
+        out = np.zeros(math.prod(shape_padded), dtype=cols.dtype)
+        np.add.at(out, _gather_index(tuple(shape_padded), kh, kw, sh, sw, dh, dw, oh, ow), np.reshape(cols, (-1,)))
+        return np.reshape(out, shape_padded)
     cols = xp.reshape(cols, (channels, kh * kw, batch, oh, ow))
     device = array_api_compat.device(cols)
     out, windows = _window_target(shape_padded, cols.dtype, device, kh, kw, sh, sw, dh, dw, oh, ow, xp)

@@ -90,3 +90,26 @@ def test_max_pool_threaded_matches_torch(index, dtype, monkeypatch):
         assert bool(calls) == (batch > 1), "split exactly when there is a batch to split"
     finally:
         portaconv.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("index", CONV_INDICES, ids=[str(CASES[i]) for i in CONV_INDICES])
+def test_gathered_windows_match_sliced(index, dtype, grad_input_method, monkeypatch):
+    """NumPy's two im2col/col2im paths (one gather or scatter-add through a cached index for small
+    calls, kh·kw slices for the rest) give bit-identical results, and torch's."""
+    from portaconv import window
+    from portaconv.testing import available_backends
+
+    (numpy_backend,) = [b for b in available_backends() if b.name == "numpy"]
+    case = CASES[index]
+    inputs, grad_output, ref_out, ref_grads = _reference(index)
+    results = {}
+    for path, limit in (("slices", -1), ("gather", 10**9)):
+        monkeypatch.setattr(window, "_GATHER_MAX_ELEMENTS", limit)
+        out, grads = run_case(case, inputs, grad_output, numpy_backend, dtype)
+        results[path] = [to_numpy(out)] + [None if g is None else to_numpy(g) for g in grads]
+        assert_close(out, ref_out, dtype=dtype, what=f"{case} forward ({path})")
+        for position, (grad, ref) in enumerate(zip(grads, ref_grads)):
+            if ref is not None:
+                assert_close(grad, ref, dtype=dtype, what=f"{case} grad {position} ({path})")
+    for sliced, gathered in zip(results["slices"], results["gather"]):
+        assert (sliced is None and gathered is None) or np.array_equal(sliced, gathered)

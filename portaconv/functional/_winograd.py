@@ -238,7 +238,7 @@ def input_transform_adjoint(grad_v, shape, pads, th, tw, xp, out=None):
     return _from_planes(planes, shape, pads[0], pads[1], th, tw, xp, out)
 
 
-def _output_slots(oh, ow, th, tw):
+def _output_slots(oh, ow):
     """Per (p, q) of a 2×2 tile: how many tile rows and columns hold output pixel (2 ty + p, 2 tx + q)."""
     return [(p, q, len(range(p, oh, 2)), len(range(q, ow, 2))) for p in range(2) for q in range(2)]
 
@@ -254,7 +254,7 @@ def output_transform(m, out_shape, th, tw, xp, out=None):
         import numpy as np
 
         out = np.empty(out_shape, dtype=m.dtype) if out is None else out
-        for p, q, count_h, count_w in _output_slots(oh, ow, th, tw):
+        for p, q, count_h, count_w in _output_slots(oh, ow):
             out[:, :, p::2, q::2] = blocks[p][q][:, :, :count_h, :count_w]
         return out
     # Interleave: (K, N, rows, 2, cols, 2) → (K, N, 2 rows, 2 cols), then crop to (oh, ow).
@@ -271,7 +271,7 @@ def output_transform_adjoint(grad, th, tw, xp):
         import numpy as np
 
         blocks = np.zeros((2, 2, out_channels, batch, rows, cols), dtype=grad.dtype)
-        for p, q, count_h, count_w in _output_slots(oh, ow, th, tw):
+        for p, q, count_h, count_w in _output_slots(oh, ow):
             blocks[p, q, :, :, :count_h, :count_w] = grad[:, :, p::2, q::2]
         blocks = np.reshape(blocks, (2, 2, length))
     else:
