@@ -119,3 +119,27 @@ def test_empty_batch_matches_torch(torch, backend, conv_algorithm, grad_input_me
     assert tuple(transposed.shape) == tuple(torch.nn.functional.conv_transpose2d(torch.tensor(grad), wt, padding=1).shape)
     back = F.conv_transpose2d_backward(to_backend(np.zeros(tuple(transposed.shape)), backend, "float64"), gb, wb, padding=1)
     assert tuple(back[0].shape) == (0, 4, 6, 6) and not np.any(to_numpy(back[1]))
+
+
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_non_finite_input_pixel_stays_in_its_channel(torch, backend, conv_algorithm, bad):
+    """A non-finite input pixel makes torch's weight gradient non-finite only in its own input
+    channel. im2col gives torch's exact pattern; Winograd mixes the 9 taps of a (k, c) kernel in its
+    transforms, so that whole channel goes non-finite, but no other (its dropped extra tiles read the
+    neighbouring image and channel: they must not carry the pixel over)."""
+    rng = np.random.default_rng(11)
+    x, w = rng.standard_normal((2, 3, 7, 6)), rng.standard_normal((4, 3, 3, 3))
+    x[0, 1, 0, 0] = bad  # channel 1's first pixel: read by channel 0's last extra tiles
+    grad = rng.standard_normal((2, 4, 7, 6))
+    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    torch.nn.functional.conv2d(xt, wt, padding=1).backward(torch.tensor(grad))
+    xb, wb, gb = (to_backend(a, backend, "float64") for a in (x, w, grad))
+    grad_input, grad_weight, _ = F.conv2d_backward(gb, xb, wb, padding=1)
+    expected, got = wt.grad.numpy(), to_numpy(grad_weight)
+    if conv_algorithm == "im2col":
+        np.testing.assert_array_equal(np.isfinite(got), np.isfinite(expected))
+    clean = np.isfinite(expected).all(axis=(0, 2, 3))
+    assert clean.tolist() == [True, False, True]
+    np.testing.assert_array_equal(np.isfinite(got).all(axis=(0, 2, 3)), clean)
+    np.testing.assert_allclose(got[:, clean], expected[:, clean], rtol=1e-10, atol=1e-10)
+    assert np.isfinite(to_numpy(grad_input)).all(), "the input gradient does not read the input"

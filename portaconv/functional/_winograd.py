@@ -189,10 +189,13 @@ def _from_planes(planes, shape, top, left, th, tw, xp, out=None):
     return full[..., top : top + height, left : left + width]
 
 
-def input_transform(x, pads, th, tw, xp):
+def input_transform(x, pads, th, tw, xp, *, zero_extra=False):
     """Bᵀ d B of every 4×4 patch: (C, N, H, W) → V (16, C, N (th + 1)(tw + 1)).
 
     ``pads`` = (top, left) zero padding; bottom and right are padded to the tiles' extent.
+    ``zero_extra``: zero the extra tiles' entries. Their patches read the next row, image or
+    channel; the weight gradient multiplies them by a zero dM, which is 0 only for finite pixels,
+    so a non-finite pixel would spread NaN into another channel's weight gradient.
     """
     channels, batch = x.shape[:2]
     cols = tw + 1
@@ -217,7 +220,20 @@ def input_transform(x, pads, th, tw, xp):
         for a in range(4):
             patches[4 * a + b] = _combine(_BT[a], taps, xp, None if buffer is None else buffer[a, b])
     v = buffer if buffer is not None else xp.stack(patches, axis=0)
+    if zero_extra:
+        v = _zero_extra_tiles(xp.reshape(v, (16, channels * batch, th + 1, cols)), th, tw, xp)
     return xp.reshape(v, (16, channels, length // channels))
+
+
+def _zero_extra_tiles(v, th, tw, xp):
+    """Zero tile row ``th`` and column ``tw`` of V viewed as (16, C·N, th + 1, tw + 1)."""
+    if is_numpy(xp):
+        v[..., th, :] = 0
+        v[..., :th, tw] = 0
+        return v
+    rows = xp.arange(th + 1, device=_device(v))[:, None]
+    cols = xp.arange(tw + 1, device=_device(v))[None, :]
+    return xp.where((rows < th) & (cols < tw), v, xp.zeros((), dtype=v.dtype, device=_device(v)))
 
 
 def input_transform_adjoint(grad_v, shape, pads, th, tw, xp, out=None):

@@ -285,7 +285,7 @@ def _winograd_backward(grad_cnhw, x_cnhw, weight, g: _Geometry, limit, xp, *, in
     for start, stop in chunks:
         grad_m = winograd.output_transform_adjoint(grad_cnhw[:, start:stop, ...], th, tw, xp)
         if weight_grad:
-            v = winograd.input_transform(x_cnhw[:, start:stop, ...], pads, th, tw, xp)
+            v = winograd.input_transform(x_cnhw[:, start:stop, ...], pads, th, tw, xp, zero_extra=True)
             grad_u = grad_u + xp.matmul(grad_m, xp.matrix_transpose(v))
         if input_grad:
             shape = (channels, stop - start, g.height, g.width)
