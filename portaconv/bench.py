@@ -308,8 +308,6 @@ def _peak_gpu(side, function):
     return None
 
 
-
-
 def _flatten(result):
     if isinstance(result, (tuple, list)):
         return [r for item in result for r in _flatten(item)]

@@ -240,7 +240,7 @@ def _im2col(x_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp, *, scratch=False):
         cols = np.stack(slices, axis=1, out=out)
     else:
         cols = xp.stack(slices, axis=1)
-    return xp.reshape(cols, (channels * kh * kw, batch * oh * ow))
+    return xp.reshape(cols, (rows, columns))
 
 
 def _col2im(cols, shape_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp):
@@ -257,12 +257,8 @@ def _col2im(cols, shape_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp):
     cols = xp.reshape(cols, (channels, kh * kw, batch, oh, ow))
     device = array_api_compat.device(cols)
     out, windows = _window_target(shape_padded, cols.dtype, device, kh, kw, sh, sw, dh, dw, oh, ow, xp)
-    if is_numpy(xp):
-        for k, index in enumerate(windows):
-            out[index] += cols[:, k, ...]
-    else:
-        for k, index in enumerate(windows):
-            out = _add_at(out, index, cols[:, k, ...], xp)
+    for k, index in enumerate(windows):
+        out = _add_at(out, index, cols[:, k, ...], xp)
     return _from_window_target(out, shape_padded, sh, sw, xp)
 
 

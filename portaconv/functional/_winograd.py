@@ -149,13 +149,12 @@ def _parity_slices(height, width, top, left):
     return result
 
 
-def _planes(x, top, left, th, tw, xp):
-    """(C, N, H, W) → 4 flat parity planes [2 row parity + column parity], each of
-    ``C N (th + 1) (tw + 1) + tw + 2`` elements, cell (c, n, r, t) holding padded pixel
-    (2 r + row parity, 2 t + column parity) of (c, n); zeros elsewhere."""
+def _to_parity(x, top, left, rows, cols, xp, slack=0):
+    """(A, N, H, W) → its 4 parity planes [2 row parity + column parity], each flattened to
+    ``A N rows cols + slack`` elements: cell (a, n, r, t) holds pixel (2 r + row parity − top,
+    2 t + column parity − left) of (a, n), zeros elsewhere (the padding and the slack)."""
     channels, batch, height, width = x.shape
-    rows, cols = th + 1, tw + 1
-    length, slack = channels * batch * rows * cols, cols + 1
+    length = channels * batch * rows * cols
     if is_numpy(xp):
         import numpy as np
 
@@ -165,15 +164,17 @@ def _planes(x, top, left, th, tw, xp):
             cells[(rp, cp, ..., *where)] = x[(..., *pixels)]
         return list(planes)
     padded = _pad(x, (top, 2 * rows - height - top, left, 2 * cols - width - left), 0, xp)
+    flat = [xp.reshape(padded[..., rp::2, cp::2], (length,)) for rp in range(2) for cp in range(2)]
+    if not slack:
+        return flat
     zeros = xp.zeros(slack, dtype=x.dtype, device=_device(x))
-    return [xp.concat([xp.reshape(padded[..., rp::2, cp::2], (length,)), zeros]) for rp in range(2) for cp in range(2)]
+    return [xp.concat([plane, zeros]) for plane in flat]
 
 
-def _from_planes(planes, shape, top, left, th, tw, xp, out=None):
-    """Adjoint of :func:`_planes` (without the zeros): gather (C, N, H, W) from 4 flat planes;
-    ``out`` (NumPy) receives the result."""
+def _from_parity(planes, shape, top, left, rows, cols, xp, out=None):
+    """Adjoint of :func:`_to_parity` (without the zeros): gather (A, N, H, W) from 4 flat parity
+    planes of at least ``A N rows cols`` elements; ``out`` (NumPy) receives the result."""
     channels, batch, height, width = shape
-    rows, cols = th + 1, tw + 1
     length = channels * batch * rows * cols
     planes = [xp.reshape(plane[:length], (channels, batch, rows, cols)) for plane in planes]
     if is_numpy(xp):
@@ -183,7 +184,7 @@ def _from_planes(planes, shape, top, left, th, tw, xp, out=None):
         for rp, cp, pixels, where in _parity_slices(height, width, top, left):
             out[(..., *pixels)] = planes[2 * rp + cp][(..., *where)]
         return out
-    # Interleave: (C, N, rows, 2, cols, 2) → (C, N, 2 rows, 2 cols), then crop the padding.
+    # Interleave: (A, N, rows, 2, cols, 2) → (A, N, 2 rows, 2 cols), then crop the padding.
     pairs = [xp.stack([planes[2 * rp], planes[2 * rp + 1]], axis=-1) for rp in range(2)]
     full = xp.reshape(xp.stack(pairs, axis=-3), (channels, batch, 2 * rows, 2 * cols))
     return full[..., top : top + height, left : left + width]
@@ -200,7 +201,8 @@ def input_transform(x, pads, th, tw, xp, *, zero_extra=False):
     channels, batch = x.shape[:2]
     cols = tw + 1
     length = channels * batch * tiles_per_image(th, tw)
-    planes = _planes(x, pads[0], pads[1], th, tw, xp)
+    # Planes of (th + 1) × (tw + 1) cells per image, and slack for the last extra tiles' reads.
+    planes = _to_parity(x, pads[0], pads[1], th + 1, cols, xp, slack=cols + 1)
     buffer = _buffer((4, 4, length), x.dtype, xp)
     scratch = _buffer((2, length + cols), x.dtype, xp)
     patches = [None] * 16
@@ -251,53 +253,31 @@ def input_transform_adjoint(grad_v, shape, pads, th, tw, xp, out=None):
         taps = [_combine(_B[j], columns[rp], xp) for j in range(4)]  # taps[j]
         for cp in range(2):
             planes[2 * rp + cp] = _shifted(taps[cp], taps[cp + 2], 1, xp)
-    return _from_planes(planes, shape, pads[0], pads[1], th, tw, xp, out)
-
-
-def _output_slots(oh, ow):
-    """Per (p, q) of a 2×2 tile: how many tile rows and columns hold output pixel (2 ty + p, 2 tx + q)."""
-    return [(p, q, len(range(p, oh, 2)), len(range(q, ow, 2))) for p in range(2) for q in range(2)]
+    return _from_parity(planes, shape, pads[0], pads[1], th + 1, cols, xp, out)
 
 
 def output_transform(m, out_shape, th, tw, xp, out=None):
     """Aᵀ M A per tile: M (16, K, N (th + 1)(tw + 1)) → (K, N, oh, ow); ``out`` (NumPy) receives it."""
-    out_channels, batch, oh, ow = out_shape
+    out_channels, batch = out_shape[:2]
     rows, cols = th + 1, tw + 1
     m = xp.reshape(m, (4, 4, out_channels * batch * rows * cols))
     half = [[_combine(_AT[p], [m[a, b, ...] for a in range(4)], xp) for b in range(4)] for p in range(2)]
-    blocks = [[xp.reshape(_combine(_AT[q], half[p], xp), (out_channels, batch, rows, cols)) for q in range(2)] for p in range(2)]
-    if is_numpy(xp):
-        import numpy as np
-
-        out = np.empty(out_shape, dtype=m.dtype) if out is None else out
-        for p, q, count_h, count_w in _output_slots(oh, ow):
-            out[:, :, p::2, q::2] = blocks[p][q][:, :, :count_h, :count_w]
-        return out
-    # Interleave: (K, N, rows, 2, cols, 2) → (K, N, 2 rows, 2 cols), then crop to (oh, ow).
-    y = xp.stack([xp.stack(blocks[p], axis=-1) for p in range(2)], axis=-3)
-    return xp.reshape(y, (out_channels, batch, 2 * rows, 2 * cols))[..., :oh, :ow]
+    # Output pixel (2 ty + p, 2 tx + q) is cell (ty, tx) of parity plane (p, q).
+    planes = [_combine(_AT[q], half[p], xp) for p in range(2) for q in range(2)]
+    return _from_parity(planes, out_shape, 0, 0, rows, cols, xp, out)
 
 
 def output_transform_adjoint(grad, th, tw, xp):
     """Adjoint of :func:`output_transform`: (K, N, oh, ow) → dM (16, K, N (th + 1)(tw + 1))."""
-    out_channels, batch, oh, ow = grad.shape
+    out_channels, batch = grad.shape[:2]
     rows, cols = th + 1, tw + 1
     length = out_channels * batch * rows * cols
-    if is_numpy(xp):
-        import numpy as np
-
-        blocks = np.zeros((2, 2, out_channels, batch, rows, cols), dtype=grad.dtype)
-        for p, q, count_h, count_w in _output_slots(oh, ow):
-            blocks[p, q, :, :, :count_h, :count_w] = grad[:, :, p::2, q::2]
-        blocks = np.reshape(blocks, (2, 2, length))
-    else:
-        padded = _pad(grad, (0, 2 * rows - oh, 0, 2 * cols - ow), 0, xp)
-        blocks = [[xp.reshape(padded[..., p::2, q::2], (length,)) for q in range(2)] for p in range(2)]
+    blocks = _to_parity(grad, 0, 0, rows, cols, xp)  # blocks[2 p + q]: pixels (2 ty + p, 2 tx + q)
     buffer = _buffer((4, 4, length), grad.dtype, xp)
     patches = [None] * 16
     for b in range(4):
         # Column pass for this b only, consumed at once by the row pass (see input_transform).
-        columns = [_combine(_A[b], [blocks[p][0], blocks[p][1]], xp) for p in range(2)]
+        columns = [_combine(_A[b], [blocks[2 * p], blocks[2 * p + 1]], xp) for p in range(2)]
         for a in range(4):
             patches[4 * a + b] = _combine(_A[a], columns, xp, None if buffer is None else buffer[a, b])
     dm = buffer if buffer is not None else xp.stack(patches, axis=0)

@@ -299,7 +299,6 @@ def max_pool2d_backward(
     return (unbatch(grad_input, unbatched),)
 
 
-
 def _avg_divisor(geometry, height, width, count_include_pad, divisor_override, dtype, device, xp):
     """torch's divisor per output position: the window clipped to the padded input (never the
     ceil_mode overhang), or to the input alone without count_include_pad."""
