@@ -262,6 +262,29 @@ def _col2im(cols, shape_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp):
     return _from_window_target(out, shape_padded, sh, sw, xp)
 
 
+def _col2im_frame(cols, shape_padded, kh, kw, dh, dw, xp):
+    """Stride-1 col2im (NumPy) of columns taken over the whole padded frame.
+
+    ``cols`` is (C·kh·kw, N·Hp·Wp): column ``(n, y, x)`` of tap ``(i, j)`` belongs at pixel
+    ``(n, y + i dh, x + j dw)``, which lies ``i dh Wp + j dw`` further along the flattened frame.
+    So each tap is one shifted add of C rows N·Hp·Wp long, where :func:`_col2im` adds C·N·oh rows of
+    ow (NumPy pays per row). Columns outside the output (y ≥ oh or x ≥ ow) must be zero: their
+    shifted adds land on other pixels, or past a channel's end into the next one.
+    """
+    import numpy as np
+
+    channels, batch, height, width = shape_padded
+    length = batch * height * width
+    cols = np.reshape(cols, (channels, kh * kw, length))
+    slack = (kh - 1) * dh * width + (kw - 1) * dw
+    out = np.zeros(channels * length + slack, dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            offset = i * dh * width + j * dw
+            out[offset : offset + channels * length].reshape(channels, length)[...] += cols[:, i * kw + j, :]
+    return out[: channels * length].reshape(shape_padded)
+
+
 def _check_nchw(x, name):
     if x.ndim != 4:
         raise ValueError(f"{name} must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")

@@ -111,6 +111,28 @@ def test_per_image_weight_gradient_matches_single_product(index, dtype, monkeypa
 
 
 @pytest.mark.parametrize("index", CONV_INDICES, ids=[str(CASES[i]) for i in CONV_INDICES])
+def test_frame_col2im_matches_sliced(index, dtype, monkeypatch):
+    """NumPy's col2im input gradient with the scatter-add over the padded frame (stride 1) and
+    with kh·kw window slices (the reference) both give torch's results."""
+    from portaconv.functional import conv
+    from portaconv.testing import available_backends
+
+    (numpy_backend,) = [b for b in available_backends() if b.name == "numpy"]
+    case = CASES[index]
+    inputs, grad_output, ref_out, ref_grads = _reference(index)
+    monkeypatch.setattr(conv, "GRAD_INPUT_METHOD", "col2im")
+    monkeypatch.setattr(conv, "CONV_ALGORITHM", "im2col")
+    for path, growth in (("slices", 0), ("frame", 10**9)):
+        monkeypatch.setattr(conv, "_FRAME_MAX_GROWTH", growth)
+        out, grads = run_case(case, inputs, grad_output, numpy_backend, dtype)
+        position = 0 if case.op == "conv2d" else None  # conv_transpose2d's forward is the col2im
+        if position is None:
+            assert_close(out, ref_out, dtype=dtype, what=f"{case} forward ({path})")
+        else:
+            assert_close(grads[0], ref_grads[0], dtype=dtype, what=f"{case} grad_input ({path})")
+
+
+@pytest.mark.parametrize("index", CONV_INDICES, ids=[str(CASES[i]) for i in CONV_INDICES])
 def test_gathered_windows_match_sliced(index, dtype, grad_input_method, monkeypatch):
     """NumPy's two im2col/col2im paths (one gather or scatter-add through a cached index for small
     calls, kh·kw slices for the rest) give bit-identical results, and torch's."""

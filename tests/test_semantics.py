@@ -144,3 +144,32 @@ def test_non_finite_input_pixel_stays_in_its_channel(torch, backend, conv_algori
     np.testing.assert_array_equal(np.isfinite(got).all(axis=(0, 2, 3)), clean)
     np.testing.assert_allclose(got[:, clean], expected[:, clean], rtol=1e-10, atol=1e-10)
     assert np.isfinite(to_numpy(grad_input)).all(), "the input gradient does not read the input"
+
+
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+@pytest.mark.parametrize("padding", [0, 1])
+def test_non_finite_weight_gives_torchs_input_gradient_pattern(torch, backend, monkeypatch, bad, padding):
+    """A non-finite weight tap spreads to exactly the input pixels torch's does through the col2im
+    input gradient; the stride-1 frame col2im (NumPy), whose zero columns outside the output would
+    turn inf into NaN elsewhere, is forced and must step aside. (The stride0 path multiplies the
+    weight by its zero padding too: NaN at the borders where torch has inf; see the README.)"""
+    from portaconv.functional import conv
+
+    monkeypatch.setattr(conv, "GRAD_INPUT_METHOD", "col2im")
+    monkeypatch.setattr(conv, "CONV_ALGORITHM", "im2col")
+    monkeypatch.setattr(conv, "_FRAME_MAX_GROWTH", 10**9)
+    rng = np.random.default_rng(12)
+    x, w = rng.standard_normal((2, 3, 6, 7)), rng.standard_normal((4, 3, 3, 3))
+    w[1, 2, 0, 2] = bad
+    grad = rng.standard_normal((2, 4, 4 + 2 * padding, 5 + 2 * padding))
+    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    torch.nn.functional.conv2d(xt, wt, padding=padding).backward(torch.tensor(grad))
+    xb, wb, gb = (to_backend(a, backend, "float64") for a in (x, w, grad))
+    with np.errstate(invalid="ignore"):
+        grad_input = to_numpy(F.conv2d_backward(gb, xb, wb, padding=padding)[0])
+    expected = xt.grad.numpy()
+    assert not np.isfinite(expected).all() and np.isfinite(expected).any()
+    np.testing.assert_array_equal(np.isnan(grad_input), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(grad_input), np.isinf(expected))
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(grad_input[finite], expected[finite], rtol=1e-10, atol=1e-10)

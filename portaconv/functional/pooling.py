@@ -125,13 +125,14 @@ def _taps_from_flat(indices, geometry, width, xp):
     return ((indices // width - rows) // dh) * kw + (indices % width - cols) // dw
 
 
-def _first_max_scatter(x, grad, geometry, xp):
+def _first_max_scatter(x, grad, geometry, xp, out=None):
     """max_pool2d's input gradient without tap indices: tap by tap, the gradient goes where the
     tap holds its window's maximum and no earlier tap did (torch's first-max rule).
 
     Returns None when some window's maximum is not finite (NaN and -inf windows take the exact
     index path). Windows that do not overlap (stride >= extent, the common 2×2/2) are written,
-    not accumulated, and on NumPy with a finite gradient the product lands in place.
+    not accumulated, and on NumPy with a finite gradient the product lands in place: in ``out``
+    (NumPy, x's shape, any contents) when given and the windows need no padding.
     """
     kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, pads = geometry
     x_padded = _pad(x, pads, -float("inf"), xp)
@@ -140,7 +141,11 @@ def _first_max_scatter(x, grad, geometry, xp):
     if not all_finite(best, xp):
         return None
     shape = _padded_shape(x.shape, pads)
-    grad_padded, targets = _window_target(shape, x.dtype, _device(x), kh, kw, sh, sw, dh, dw, oh, ow, xp)
+    if out is not None and tuple(shape) == tuple(x.shape) and not _windows_overlap(kh, kw, sh, sw, dh, dw):
+        out[...] = 0  # rows and columns no window reads (floor mode) keep a zero gradient
+        grad_padded, targets = out, _window_index(kh, kw, sh, sw, dh, dw, oh, ow)
+    else:
+        grad_padded, targets = _window_target(shape, x.dtype, _device(x), kh, kw, sh, sw, dh, dw, oh, ow, xp)
     finite = all_finite(grad, xp)
     overlap = _windows_overlap(kh, kw, sh, sw, dh, dw)
     in_place = is_numpy(xp) and finite and not overlap
@@ -160,12 +165,17 @@ def _first_max_scatter(x, grad, geometry, xp):
             np.multiply(grad, hit, out=grad_padded[target])
         else:
             grad_padded = (_add_at if overlap else _set_at)(grad_padded, target, masked(grad, hit, xp, finite=finite), xp)
-    return _unpadded_grad(grad_padded, shape, x.shape, geometry, xp)
+    result = _unpadded_grad(grad_padded, shape, x.shape, geometry, xp)
+    if out is not None and result is not out:
+        out[...] = result
+        return out
+    return result
 
 
 # Elements (input × taps) from which a NumPy max-pool backward splits its batch across threads:
-# its ~12 passes per tap release the GIL (seed-cnn's first pool: 2.6 → 1.7 ms on 2 threads).
-_SPLIT_ELEMENTS = 2_000_000
+# its ~12 passes per tap release the GIL (2×2 pools, 2 threads: seed-cnn's first, 64×32×26², 2.4 →
+# 1.7 ms; its second, 64×64×11², 0.99 → 0.77; 1.4M elements even, 0.7M 1.5x slower).
+_SPLIT_ELEMENTS = 1_500_000
 
 
 def _first_max_scatter_split(x, grad, geometry, xp):
@@ -175,10 +185,15 @@ def _first_max_scatter_split(x, grad, geometry, xp):
     ranges = _threads.batch_ranges(batch, x.size * kh * kw, _SPLIT_ELEMENTS) if is_numpy(xp) else None
     if ranges is None:
         return _first_max_scatter(x, grad, geometry, xp)
-    parts = _threads.map_ranges(lambda start, stop: _first_max_scatter(x[start:stop], grad[start:stop], geometry, xp), ranges)
-    if any(part is None for part in parts):
-        return None
-    return xp.concat(parts, axis=0)
+    import numpy as np
+
+    # Each thread writes its part of one result (a concatenation afterwards would be one more
+    # serial pass over the input's size).
+    out = np.empty(x.shape, dtype=x.dtype)
+    parts = _threads.map_ranges(
+        lambda start, stop: _first_max_scatter(x[start:stop], grad[start:stop], geometry, xp, out[start:stop]), ranges
+    )
+    return None if any(part is None for part in parts) else out
 
 
 def _scatter_windows(parts, x_shape, geometry, dtype, device, xp):
