@@ -95,15 +95,17 @@ def test_max_pool_threaded_matches_torch(index, dtype, monkeypatch):
 @pytest.mark.parametrize("index", CONV_INDICES, ids=[str(CASES[i]) for i in CONV_INDICES])
 def test_per_image_weight_gradient_matches_single_product(index, dtype, monkeypatch):
     """NumPy's weight gradient as one product per image summed (few weight columns) and as one
-    product over the whole batch (the reference) both give torch's gradients."""
+    product over the whole batch (the reference) both give torch's gradients; so do the bias
+    gradient's sum and its product with ones."""
     from portaconv.functional import conv
     from portaconv.testing import available_backends
 
     (numpy_backend,) = [b for b in available_backends() if b.name == "numpy"]
     case = CASES[index]
     inputs, grad_output, ref_out, ref_grads = _reference(index)
-    for path, limit in (("single product", 0), ("per image", 10**9)):
+    for path, limit in (("single product, sum", 0), ("per image, product", 10**9)):
         monkeypatch.setattr(conv, "_PER_IMAGE_MAX_COLUMNS", limit)
+        monkeypatch.setattr(conv, "_BIAS_PRODUCT_MIN_ELEMENTS", 10**9 - limit)
         out, grads = run_case(case, inputs, grad_output, numpy_backend, dtype)
         for position, (grad, ref) in enumerate(zip(grads, ref_grads)):
             if ref is not None:
@@ -114,6 +116,7 @@ def test_per_image_weight_gradient_matches_single_product(index, dtype, monkeypa
 def test_frame_col2im_matches_sliced(index, dtype, monkeypatch):
     """NumPy's col2im input gradient with the scatter-add over the padded frame (stride 1) and
     with kh·kw window slices (the reference) both give torch's results."""
+    from portaconv import window
     from portaconv.functional import conv
     from portaconv.testing import available_backends
 
@@ -122,6 +125,7 @@ def test_frame_col2im_matches_sliced(index, dtype, monkeypatch):
     inputs, grad_output, ref_out, ref_grads = _reference(index)
     monkeypatch.setattr(conv, "GRAD_INPUT_METHOD", "col2im")
     monkeypatch.setattr(conv, "CONV_ALGORITHM", "im2col")
+    monkeypatch.setattr(window, "_GATHER_MAX_ELEMENTS", -1)  # no small-call gather
     for path, growth in (("slices", 0), ("frame", 10**9)):
         monkeypatch.setattr(conv, "_FRAME_MAX_GROWTH", growth)
         out, grads = run_case(case, inputs, grad_output, numpy_backend, dtype)
