@@ -93,9 +93,9 @@ def test_max_pool_threaded_matches_torch(index, dtype, monkeypatch):
 
 
 @pytest.mark.parametrize("index", CONV_INDICES, ids=[str(CASES[i]) for i in CONV_INDICES])
-def test_per_image_weight_gradient_matches_single_product(index, dtype, monkeypatch):
-    """NumPy's weight gradient as one product per image summed (few weight columns) and as one
-    product over the whole batch (the reference) both give torch's gradients; so do the bias
+def test_per_image_products_match_single_product(index, dtype, monkeypatch):
+    """NumPy's forward and weight gradient as one product per image (few weight columns) and as
+    one product over the whole batch (the reference) both give torch's results; so do the bias
     gradient's sum and its product with ones."""
     from portaconv.functional import conv
     from portaconv.testing import available_backends
@@ -107,6 +107,7 @@ def test_per_image_weight_gradient_matches_single_product(index, dtype, monkeypa
         monkeypatch.setattr(conv, "_PER_IMAGE_MAX_COLUMNS", limit)
         monkeypatch.setattr(conv, "_BIAS_PRODUCT_MIN_ELEMENTS", 10**9 - limit)
         out, grads = run_case(case, inputs, grad_output, numpy_backend, dtype)
+        assert_close(out, ref_out, dtype=dtype, what=f"{case} forward ({path})")
         for position, (grad, ref) in enumerate(zip(grads, ref_grads)):
             if ref is not None:
                 assert_close(grad, ref, dtype=dtype, what=f"{case} grad {position} ({path})")

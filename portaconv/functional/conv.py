@@ -191,10 +191,12 @@ def _join_batches(parts, xp):
     return parts[0] if len(parts) == 1 else xp.concat(parts, axis=1)
 
 
-def _conv_cnhw(x_padded, weight, g: _Geometry, stride, dilation, limit, xp):
-    """Convolution of a padded (C, N, Hp, Wp) input with a (K, C/groups, kh, kw) weight.
+def _conv_cnhw(x_padded, weight, g: _Geometry, stride, dilation, limit, xp, bias=None, out=None):
+    """Convolution of a padded (C, N, Hp, Wp) input with a (K, C/groups, kh, kw) weight, plus
+    ``bias`` (K,) when given.
 
-    Returns (K, N, oh, ow). The batch is processed in chunks whose column buffer fits ``limit``.
+    Returns (K, N, oh, ow), written into ``out`` (NumPy, a (K, N, oh, ow) view) when given and the
+    products go per image. The batch is processed in chunks whose column buffer fits ``limit``.
     """
     sh, sw = stride
     dh, dw = dilation
@@ -202,16 +204,40 @@ def _conv_cnhw(x_padded, weight, g: _Geometry, stride, dilation, limit, xp):
     out_channels, group_channels, kh, kw = weight.shape
     oh, ow, groups = g.oh, g.ow, g.groups
     w = xp.reshape(weight, (groups, out_channels // groups, group_channels * kh * kw))
+    chunks = _batch_chunks(channels * kh * kw * oh * ow * _itemsize(xp, x_padded.dtype), batch, limit, xp)
+    if _per_image(groups, channels * kh * kw, batch, xp):
+        return _conv_per_image(x_padded, w[0, ...], bias, g, stride, dilation, chunks, out, xp)
     outs = []
-    for start, stop in _batch_chunks(channels * kh * kw * oh * ow * _itemsize(xp, x_padded.dtype), batch, limit, xp):
+    for start, stop in chunks:
         size = (stop - start) * oh * ow
         cols = _im2col(x_padded[:, start:stop, ...], kh, kw, sh, sw, dh, dw, oh, ow, xp, scratch=True)
         if groups == 1:
-            out = xp.matmul(w[0, ...], cols)
+            result = xp.matmul(w[0, ...], cols)
         else:
-            out = xp.matmul(w, xp.reshape(cols, (groups, group_channels * kh * kw, size)))
-        outs.append(xp.reshape(out, (out_channels, stop - start, oh, ow)))
-    return _join_batches(outs, xp)
+            result = xp.matmul(w, xp.reshape(cols, (groups, group_channels * kh * kw, size)))
+        outs.append(xp.reshape(result, (out_channels, stop - start, oh, ow)))
+    return _add_bias(_join_batches(outs, xp), bias, xp)
+
+
+def _conv_per_image(x_padded, w, bias, g: _Geometry, stride, dilation, chunks, out, xp):
+    """NumPy :func:`_conv_cnhw` for few weight columns (see :func:`_per_image`): one product per
+    image, written straight into the (N, K, oh, ow) memory of the public result."""
+    import numpy as np
+
+    channels, batch = x_padded.shape[:2]
+    out_channels, columns = w.shape
+    positions = g.oh * g.ow
+    if out is None:
+        out = _numpy_result((out_channels, batch, g.oh, g.ow), x_padded.dtype, xp)
+    images = np.reshape(np.permute_dims(out, (1, 0, 2, 3)), (batch, out_channels, positions))  # a view
+    for start, stop in chunks:
+        cols = _im2col(x_padded[:, start:stop, ...], g.kh, g.kw, *stride, *dilation, g.oh, g.ow, xp, scratch=True)
+        np.matmul(w, np.permute_dims(np.reshape(cols, (columns, stop - start, positions)), (1, 0, 2)), out=images[start:stop])
+    if bias is not None:
+        # Along whole images: with the bias broadcast over rows of oh·ow, NumPy's add ran 4× slower.
+        flat = np.reshape(images, (batch, out_channels * positions))
+        flat += np.repeat(bias, positions)
+    return out
 
 
 #: Convolution algorithm: "im2col" (the reference), "winograd" (F(2×2, 3×3) where it applies: 3×3
@@ -296,11 +322,12 @@ def _winograd_backward(grad_cnhw, x_cnhw, weight, g: _Geometry, limit, xp, *, in
     return grad_input, winograd.kernel_transform_adjoint(grad_u, xp) if weight_grad else None
 
 
-def _forward_serial(x_cnhw, weight, g: _Geometry, limit, xp, out=None):
-    """The forward on one thread; ``out`` (NumPy), when given, receives the result."""
+def _forward_serial(x_cnhw, weight, bias, g: _Geometry, limit, xp, out=None):
+    """The forward, bias included, on one thread; ``out`` (NumPy), when given, may receive the
+    result (the caller copies it there when the returned array is another)."""
     if _use_winograd(g, x_cnhw.shape[0], weight.shape[0], xp):
-        return _winograd_forward(x_cnhw, weight, g, limit, xp, out)
-    return _conv_cnhw(_pad(x_cnhw, g.pads, 0, xp), weight, g, (g.sh, g.sw), (g.dh, g.dw), limit, xp)
+        return _add_bias(_winograd_forward(x_cnhw, weight, g, limit, xp, out), bias, xp)
+    return _conv_cnhw(_pad(x_cnhw, g.pads, 0, xp), weight, g, (g.sh, g.sw), (g.dh, g.dw), limit, xp, bias, out)
 
 
 #: How conv2d's input gradient is computed: "stride0" (the reference: stride0, pad, and a stride-1
@@ -388,11 +415,17 @@ def _grad_input_stride0(grad_cnhw, weight, g: _Geometry, limit, xp):
     return _conv_cnhw(grad_padded, w, g_back, (1, 1), (g.dh, g.dw), limit, xp)
 
 
-# OpenBLAS runs a product with this few output columns (C·kh·kw) and a long inner dimension
-# (N·oh·ow) at a third of its rate; one product per image, summed, does not have that problem
-# (seed-cnn's first conv, 32 × 9 weights over 64×26×26 positions: 1.04 → 0.28 ms; equal speed at
-# 147–576 columns, so the single product stays there).
+# With fewer weight columns (C·kh·kw) than this, OpenBLAS's one product over the whole batch runs
+# at a fraction of its rate: the weight gradient's (K × N·oh·ow)·(N·oh·ow × C·kh·kw) at a third,
+# the forward's (K × C·kh·kw)·(C·kh·kw × N·oh·ow) is bound by writing its output twice (product,
+# then the copy into the (N, K, oh, ow) result). One product per image does neither: seed-cnn's
+# first conv, 32 × 9 weights over 64 × 26² positions, weight gradient 1.04 → 0.28 ms, forward
+# 0.58 → 0.28 ms. At 147–576 columns both ways run at the same speed.
 _PER_IMAGE_MAX_COLUMNS = 32
+
+
+def _per_image(groups, columns, batch, xp) -> bool:
+    return is_numpy(xp) and groups == 1 and columns < _PER_IMAGE_MAX_COLUMNS and batch > 1
 
 
 def _grad_weight_serial(grad_cnhw, x_cnhw, g: _Geometry, limit, xp):
@@ -409,7 +442,7 @@ def _grad_weight_serial(grad_cnhw, x_cnhw, g: _Geometry, limit, xp):
     groups, kh, kw, oh, ow = g.groups, g.kh, g.kw, g.oh, g.ow
     group_channels = channels // groups
     x_padded = _pad(x_cnhw, g.pads, 0, xp)
-    per_image = is_numpy(xp) and groups == 1 and channels * kh * kw < _PER_IMAGE_MAX_COLUMNS and batch > 1
+    per_image = _per_image(groups, channels * kh * kw, batch, xp)
     if not per_image:
         grad_matrix = xp.reshape(grad_cnhw, (groups, out_channels // groups, batch * oh * ow))
     total = xp.zeros((groups, out_channels // groups, group_channels * kh * kw), dtype=x_cnhw.dtype, device=_device(x_cnhw))
@@ -466,12 +499,12 @@ def _in_parts(run, batch, g: _Geometry, weight_shape, limit, xp, out_shape=None,
     return out, None if parts[0] is None else sum(parts[1:], parts[0])
 
 
-def _forward_cnhw(x_cnhw, weight, g: _Geometry, limit, xp):
-    """(C, N, H, W) → (K, N, oh, ow), the batch split across threads where that pays."""
+def _forward_cnhw(x_cnhw, weight, g: _Geometry, limit, xp, bias=None):
+    """(C, N, H, W) → (K, N, oh, ow) plus ``bias``, the batch split across threads where that pays."""
     batch = x_cnhw.shape[1]
 
     def run(start, stop, limit, out):
-        return _forward_serial(x_cnhw[:, start:stop, ...], weight, g, limit, xp, out), None
+        return _forward_serial(x_cnhw[:, start:stop, ...], weight, bias, g, limit, xp, out), None
 
     return _in_parts(run, batch, g, weight.shape, limit, xp, (weight.shape[0], batch, g.oh, g.ow), x_cnhw.dtype)[0]
 
@@ -586,8 +619,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     x, _, unbatched = _prepare("conv2d", input, weight, bias, xp)
     g = _conv_geometry("conv2d", x.shape, weight.shape, stride, padding, dilation, groups)
     _check_bias("conv2d", bias, weight.shape[0])
-    out = _forward_cnhw(_to_cnhw(x, xp), weight, g, _resolve_limit(workspace_limit), xp)
-    out = _add_bias(out, bias, xp)
+    out = _forward_cnhw(_to_cnhw(x, xp), weight, g, _resolve_limit(workspace_limit), xp, bias)
     return unbatch(_to_cnhw(out, xp), unbatched)
 
 
