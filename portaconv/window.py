@@ -218,13 +218,13 @@ def _use_gather(size, xp) -> bool:
     return size <= _GATHER_MAX_ELEMENTS and is_numpy(xp)
 
 
-def _im2col(x_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp, *, scratch=False):
+def _im2col(x_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp, *, scratch=False, out=None):
     """Column matrix of a padded input in (C, N, H, W) layout.
 
     Returns ``(C * kh * kw, N * oh * ow)``, C-contiguous: the layout in which the convolution's
     matrix product reads its big operand contiguously and only the small output is transposed.
-    With ``scratch`` and NumPy the matrix lives in a reused buffer (see :func:`_numpy_scratch`):
-    consume it before the next call.
+    On NumPy the matrix may go into ``out`` (any array: used when its shape and dtype fit) or, with
+    ``scratch``, a reused buffer (see :func:`_numpy_scratch`): consume it before the next call.
     """
     channels, batch = x_padded.shape[:2]
     rows, columns = channels * kh * kw, batch * oh * ow
@@ -233,14 +233,16 @@ def _im2col(x_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp, *, scratch=False):
         return xp.reshape(xp.reshape(x_padded, (-1,))[index], (rows, columns))
     source, windows = _window_source(x_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp)
     slices = [source[index] for index in windows]
-    if scratch and is_numpy(xp):
-        import numpy as np
+    if not is_numpy(xp):
+        return xp.reshape(xp.stack(slices, axis=1), (rows, columns))
+    import numpy as np
 
-        out = _numpy_scratch((channels, kh * kw, batch, oh, ow), x_padded.dtype)
-        cols = np.stack(slices, axis=1, out=out)
+    shape = (channels, kh * kw, batch, oh, ow)
+    if out is not None and out.shape == (rows, columns) and out.dtype == x_padded.dtype:
+        buffer = np.reshape(out, shape)
     else:
-        cols = xp.stack(slices, axis=1)
-    return xp.reshape(cols, (rows, columns))
+        buffer = _numpy_scratch(shape, x_padded.dtype) if scratch else None
+    return np.reshape(np.stack(slices, axis=1, out=buffer), (rows, columns))
 
 
 def _col2im(cols, shape_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp):

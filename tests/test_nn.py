@@ -65,6 +65,43 @@ def test_conv_layer_takes_unbatched_input(backend, input_grad):
     np.testing.assert_allclose(to_numpy(layer.bias.grad), reference.bias.grad.numpy(), rtol=1e-12, atol=1e-12)
 
 
+def test_conv_layer_weight_gradient_from_forward_columns(numpy_threads, monkeypatch):
+    """A training Conv2d keeps its forward's im2col columns for the weight gradient (NumPy; one
+    im2col per step instead of two): the same gradients as the functional backward, step after
+    step, through batch-size changes, a forward whose columns are too big to keep (nothing stale
+    is read) and eval mode (nothing kept)."""
+    import portaconv.functional as F
+    from portaconv import window
+    from portaconv.functional import conv
+
+    monkeypatch.setattr(window, "_GATHER_MAX_ELEMENTS", -1)  # columns in real buffers, not gathers
+    calls = []
+    im2col = conv._im2col
+    monkeypatch.setattr(conv, "_im2col", lambda *a, **k: calls.append(1) or im2col(*a, **k))
+    layer = nn.Conv2d(3, 4, 3, padding=1, dtype="float64", seed=0)
+    rng = np.random.default_rng(2)
+    for batch, keep in [(4, True), (4, True), (3, True), (4, False), (4, True), (5, True)]:
+        monkeypatch.setattr(conv, "_SAVED_COLUMNS_MAX_BYTES", 2**30 if keep else 0)
+        x, g = rng.standard_normal((batch, 3, 6, 5)), rng.standard_normal((batch, 4, 6, 5))
+        calls.clear()
+        out = layer(x)
+        forward_calls = len(calls)
+        layer.zero_grad()
+        grad_input = layer.backward(g)
+        backward_calls = len(calls) - forward_calls
+        expected = F.conv2d_backward(g, x, layer.weight.data, layer.bias.data, padding=1)
+        functional_calls = len(calls) - forward_calls - backward_calls  # its weight gradient: one per forward's
+        assert backward_calls == functional_calls - (forward_calls if keep else 0)
+        np.testing.assert_array_equal(out, F.conv2d(x, layer.weight.data, layer.bias.data, padding=1))
+        np.testing.assert_array_equal(grad_input, expected[0])
+        np.testing.assert_array_equal(layer.weight.grad, expected[1])
+        np.testing.assert_array_equal(layer.bias.grad, expected[2])
+        assert (len(layer.columns.valid) > 0) == keep
+    layer.eval()
+    layer(x)
+    assert layer.columns is None
+
+
 def test_gradients_accumulate_until_zero_grad():
     layer = nn.Linear(3, 2, dtype="float64", seed=0)
     x, g = np.ones((1, 3)), np.ones((1, 2))

@@ -10,7 +10,7 @@ from array_api_compat import device
 from .. import functional as F
 from .._backend import get_namespace, namespace_of
 from .._shapes import _pair
-from ..functional.conv import _bias_grad as _conv_bias_grad
+from ..functional import conv as _conv
 from .module import Module, Parameter
 
 __all__ = [
@@ -66,22 +66,22 @@ class Conv2d(_Parametrized):
         self._init_params((out_channels, in_channels // groups, kh, kw), out_channels if bias else None, fan_in, backend, dtype, device, seed)
 
     def _params(self):
-        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
+        return self.stride, self.padding, self.dilation, self.groups
 
     def forward(self, x):
         self.input = x
-        return F.conv2d(x, self.weight.data, None if self.bias is None else self.bias.data, **self._params())
+        # Training: the forward's im2col columns are kept for the weight gradient (NumPy, small
+        # layers; see portaconv.functional.conv.SavedColumns).
+        self.columns = _conv.SavedColumns(getattr(self, "columns", None)) if self.training else None
+        bias = None if self.bias is None else self.bias.data
+        return _conv._conv2d(x, self.weight.data, bias, *self._params(), None, self.columns)
 
     def backward(self, grad_output, *, input_grad=True):
         bias = None if self.bias is None else self.bias.data
-        if input_grad:
-            grad_input, grad_weight, grad_bias = F.conv2d_backward(grad_output, self.input, self.weight.data, bias, **self._params())
-        else:
-            grad_input, x, grad, xp = None, self.input, grad_output, namespace_of(grad_output)
-            if x.ndim == 3:  # unbatched, as conv2d accepts; conv2d_grad_weight takes (N, C, H, W)
-                x, grad = xp.expand_dims(x, axis=0), xp.expand_dims(grad, axis=0)
-            grad_weight = F.conv2d_grad_weight(grad, x, weight_shape=tuple(self.weight.data.shape), **self._params())
-            grad_bias = _conv_bias_grad(grad, bias, xp)
+        grad_input, grad_weight, grad_bias = _conv._conv2d_backward(
+            grad_output, self.input, self.weight.data, bias, *self._params(), None, input_grad=input_grad,
+            saved=getattr(self, "columns", None),
+        )
         self._accumulate(grad_weight, grad_bias)
         return grad_input
 
