@@ -245,7 +245,7 @@ def _conv_per_image(x_padded, w, bias, g: _Geometry, stride, dilation, chunks, o
 class SavedColumns:
     """The im2col column matrices of a forward, by image range, for the weight gradient of the
     same call (a training nn.Conv2d keeps them: one im2col less per step; seed-cnn's second layer,
-    backward 6.8 → 5.7 ms). The previous step's matrices become buffers for the next forward's,
+    backward 6.7 → 5.7 ms in the training step). The previous step's matrices become buffers for the next forward's,
     so no fresh pages are mapped every step; only ``valid``'s are ever read as data."""
 
     def __init__(self, previous=None):
@@ -394,8 +394,9 @@ def _grad_input_serial(grad_cnhw, weight, g: _Geometry, limit, xp):
 
 # Stride-1 input gradients on NumPy scatter-add their columns over the padded frame (see
 # window._col2im_frame) when that frame is at most this many times the output: the matrix product
-# grows by that factor and the scatter-add runs on long rows (measured per half batch: seed-cnn's
-# 13² → 11² layer 2.96 → 2.28 ms, 13² padded 3.81 → 3.07, 56² padded 70 → 46).
+# grows by that factor and the scatter-add runs on long rows (measured per half batch, product
+# included: seed-cnn's 13² → 11² layer 3.09 → 2.69 ms, 13² padded 4.01 → 3.38; prototype on a
+# 56² padded layer 70 → 46).
 _FRAME_MAX_GROWTH = 1.5
 
 
