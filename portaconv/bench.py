@@ -321,9 +321,10 @@ def run_suite(suite, *, backend="numpy", device=None, dtype="float32", compare="
     """Run a suite; returns the list of result rows (dicts).
 
     ``isolate``: each workload in a fresh Python process (``backend`` named by a string), set up
-    by ``process_setup`` (keyword arguments of :func:`_setup_process`). In one process, rows late
-    in a suite inherit the earlier rows' heap and thread pools: seed-cnn's training step read
-    0.68× torch at the end of the cpu suite and 0.80× alone, minutes apart.
+    by ``process_setup`` (keyword arguments of :func:`_setup_process`), so no row inherits an
+    earlier row's heap, thread pools or caches. (It does not undo the machine's own slowdown under
+    sustained load: seed-cnn's training step still reads 0.68× torch at the end of the cpu suite,
+    0.80× alone.)
     """
     rows = []
     for index, workload in enumerate(SUITES[suite]):
