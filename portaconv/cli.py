@@ -17,8 +17,7 @@ def _train(args):
     train(
         args.model, backend=args.backend, dtype=args.dtype, device=args.device, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay,
-        label_smoothing=args.label_smoothing, seed=args.seed,
-        limit=args.limit,
+        label_smoothing=args.label_smoothing, seed=args.seed, limit=args.limit,
         augment=None if args.augment == "none" else args.augment,
         data_dir=args.data_dir, out=args.out, dataset=args.dataset, progress=not args.no_progress,
         command="portaconv " + " ".join(shlex.quote(a) for a in sys.argv[1:]),

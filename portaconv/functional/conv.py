@@ -67,6 +67,11 @@ class _Geometry:
     ow: int
     groups: int
 
+    @property
+    def padded(self) -> tuple:
+        """(Hp, Wp): the input's size with the padding."""
+        return self.height + self.pads[0] + self.pads[1], self.width + self.pads[2] + self.pads[3]
+
 
 def _check_groups(op, groups, in_channels, out_channels):
     if not _is_int(groups) or groups < 1:
@@ -178,6 +183,11 @@ def _itemsize(xp, dtype) -> int:
 _NUMPY_CHUNK_BYTES = 4 * 2**20
 
 
+def _column_bytes(g: _Geometry, channels, dtype, xp) -> int:
+    """Bytes of one image's im2col columns (C·kh·kw × oh·ow)."""
+    return channels * g.kh * g.kw * g.oh * g.ow * _itemsize(xp, dtype)
+
+
 def _batch_chunks(per_image_bytes, batch, limit, xp):
     """(start, stop) ranges of the batch whose column buffers fit ``limit`` (one image at least)."""
     if is_numpy(xp):
@@ -206,7 +216,7 @@ def _conv_cnhw(x_padded, weight, g: _Geometry, stride, dilation, limit, xp, bias
     out_channels, group_channels, kh, kw = weight.shape
     oh, ow, groups = g.oh, g.ow, g.groups
     w = xp.reshape(weight, (groups, out_channels // groups, group_channels * kh * kw))
-    chunks = _batch_chunks(channels * kh * kw * oh * ow * _itemsize(xp, x_padded.dtype), batch, limit, xp)
+    chunks = _batch_chunks(_column_bytes(g, channels, x_padded.dtype, xp), batch, limit, xp)
     if _per_image(groups, channels * kh * kw, batch, xp):
         return _conv_per_image(x_padded, w[0, ...], bias, g, stride, dilation, chunks, out, xp, saved, offset)
     outs = []
@@ -272,8 +282,8 @@ def _saved_im2col(x_padded, start, stop, g: _Geometry, stride, dilation, xp, sav
 _SAVED_COLUMNS_MAX_BYTES = 64 * 2**20
 
 
-def _keep_columns(g: _Geometry, weight_shape, batch, dtype, limit, xp) -> bool:
-    size = batch * g.oh * g.ow * weight_shape[1] * g.groups * g.kh * g.kw * _itemsize(xp, dtype)
+def _keep_columns(g: _Geometry, channels, batch, dtype, limit, xp) -> bool:
+    size = batch * _column_bytes(g, channels, dtype, xp)
     return is_numpy(xp) and size <= min(_SAVED_COLUMNS_MAX_BYTES, limit)
 
 
@@ -401,8 +411,7 @@ _FRAME_MAX_GROWTH = 1.5
 
 
 def _use_frame(g: _Geometry, channels, batch, xp) -> bool:
-    height_padded = g.height + g.pads[0] + g.pads[1]
-    width_padded = g.width + g.pads[2] + g.pads[3]
+    height_padded, width_padded = g.padded
     # Small column matrices keep the one-operation scatter-add (see window._GATHER_MAX_ELEMENTS).
     return (
         is_numpy(xp)
@@ -418,8 +427,7 @@ def _grad_input_col2im(grad_cnhw, weight, g: _Geometry, limit, xp):
     groups, oh, ow = g.groups, g.oh, g.ow
     channels, batch = group_channels * groups, grad_cnhw.shape[1]
     w_t = xp.matrix_transpose(xp.reshape(weight, (groups, out_channels // groups, group_channels * kh * kw)))
-    height_padded = g.height + g.pads[0] + g.pads[1]
-    width_padded = g.width + g.pads[2] + g.pads[3]
+    height_padded, width_padded = g.padded
     # The frame's columns outside the output are zero only times a finite weight (0·inf = NaN).
     frame = _use_frame(g, channels, batch, xp) and all_finite(weight, xp)
     rows, columns = (height_padded, width_padded) if frame else (oh, ow)
@@ -487,7 +495,7 @@ def _grad_weight_serial(grad_cnhw, x_cnhw, g: _Geometry, limit, xp, saved=None, 
     if not per_image:
         grad_matrix = xp.reshape(grad_cnhw, (groups, out_channels // groups, batch * oh * ow))
     total = xp.zeros((groups, out_channels // groups, group_channels * kh * kw), dtype=x_cnhw.dtype, device=_device(x_cnhw))
-    for start, stop in _batch_chunks(channels * kh * kw * oh * ow * _itemsize(xp, x_cnhw.dtype), batch, limit, xp):
+    for start, stop in _batch_chunks(_column_bytes(g, channels, x_cnhw.dtype, xp), batch, limit, xp):
         cols = _saved_im2col(x_padded, start, stop, g, (g.sh, g.sw), (g.dh, g.dw), xp, saved, offset)
         if per_image:
             # Σ_n grad[n] (K, oh·ow) @ cols[n]ᵀ (oh·ow, C·kh·kw), on strided views (no copies).
@@ -669,7 +677,7 @@ def _conv2d(input, weight, bias, stride, padding, dilation, groups, workspace_li
     g = _conv_geometry("conv2d", x.shape, weight.shape, stride, padding, dilation, groups)
     _check_bias("conv2d", bias, weight.shape[0])
     limit = _resolve_limit(workspace_limit)
-    if saved is not None and not _keep_columns(g, weight.shape, x.shape[0], x.dtype, limit, xp):
+    if saved is not None and not _keep_columns(g, x.shape[1], x.shape[0], x.dtype, limit, xp):
         saved = None
     out = _forward_cnhw(_to_cnhw(x, xp), weight, g, limit, xp, bias, saved)
     return unbatch(_to_cnhw(out, xp), unbatched)

@@ -94,12 +94,18 @@ def _max_taps(source, best, windows, geometry, xp, x_padded):
     return taps
 
 
-def _max_pool(x, geometry, xp, *, taps=True):
-    """Window maxima and (``taps``) the index of each window's winning tap."""
+def _maxima(x, geometry, xp, passes):
+    """``(x_padded, source, windows, best)``: the -inf-padded input, its window source (see
+    window._window_source; ``passes`` over the taps) and the window maxima."""
     kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, pads = geometry
     x_padded = _pad(x, pads, -float("inf"), xp)
-    source, windows = _window_source(x_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp, passes=2 if taps else 1)
-    best = _max_values(source, windows, xp)
+    source, windows = _window_source(x_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp, passes=passes)
+    return x_padded, source, windows, _max_values(source, windows, xp)
+
+
+def _max_pool(x, geometry, xp, *, taps=True):
+    """Window maxima and (``taps``) the index of each window's winning tap."""
+    x_padded, source, windows, best = _maxima(x, geometry, xp, 2 if taps else 1)
     return best, (_max_taps(source, best, windows, geometry, xp, x_padded) if taps else None)
 
 
@@ -135,19 +141,17 @@ def _first_max_scatter(x, grad, geometry, xp, out=None):
     (NumPy, x's shape, any contents) when given and the windows need no padding.
     """
     kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, pads = geometry
-    x_padded = _pad(x, pads, -float("inf"), xp)
-    source, windows = _window_source(x_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp, passes=2)
-    best = _max_values(source, windows, xp)
+    _, source, windows, best = _maxima(x, geometry, xp, 2)
     if not all_finite(best, xp):
         return None
     shape = _padded_shape(x.shape, pads)
-    if out is not None and tuple(shape) == tuple(x.shape) and not _windows_overlap(kh, kw, sh, sw, dh, dw):
+    overlap = _windows_overlap(kh, kw, sh, sw, dh, dw)
+    if out is not None and tuple(shape) == tuple(x.shape) and not overlap:
         out[...] = 0  # rows and columns no window reads (floor mode) keep a zero gradient
         grad_padded, targets = out, _window_index(kh, kw, sh, sw, dh, dw, oh, ow)
     else:
         grad_padded, targets = _window_target(shape, x.dtype, _device(x), kh, kw, sh, sw, dh, dw, oh, ow, xp)
     finite = all_finite(grad, xp)
-    overlap = _windows_overlap(kh, kw, sh, sw, dh, dw)
     in_place = is_numpy(xp) and finite and not overlap
     remaining = None  # windows whose maximum no earlier tap held
     for k, (window, target) in enumerate(zip(windows, targets)):
