@@ -70,6 +70,7 @@ def test_conv_layer_weight_gradient_from_forward_columns(numpy_threads, monkeypa
     im2col per step instead of two): the same gradients as the functional backward, step after
     step, through batch-size changes, a forward whose columns are too big to keep (nothing stale
     is read) and eval mode (nothing kept)."""
+    import portaconv
     import portaconv.functional as F
     from portaconv import window
     from portaconv.functional import conv
@@ -97,6 +98,12 @@ def test_conv_layer_weight_gradient_from_forward_columns(numpy_threads, monkeypa
         np.testing.assert_array_equal(layer.weight.grad, expected[1])
         np.testing.assert_array_equal(layer.bias.grad, expected[2])
         assert (len(layer.columns.valid) > 0) == keep
+    previous = portaconv.set_workspace_limit(1024)  # the kept columns also obey the workspace limit
+    try:
+        layer(x)
+        assert not layer.columns.valid
+    finally:
+        portaconv.set_workspace_limit(previous)
     layer.eval()
     layer(x)
     assert layer.columns is None
