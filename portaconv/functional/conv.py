@@ -494,19 +494,21 @@ def _grad_weight_serial(grad_cnhw, x_cnhw, g: _Geometry, limit, xp, saved=None, 
     per_image = _per_image(groups, channels * kh * kw, batch, xp)
     if not per_image:
         grad_matrix = xp.reshape(grad_cnhw, (groups, out_channels // groups, batch * oh * ow))
-    total = xp.zeros((groups, out_channels // groups, group_channels * kh * kw), dtype=x_cnhw.dtype, device=_device(x_cnhw))
+    # Summed as its transpose, cols · gradᵀ: OpenBLAS ran that 1.1–1.3× faster than grad · colsᵀ on
+    # every conv benchmarked (the same long inner dimension, N·oh·ow).
+    total_t = xp.zeros((groups, group_channels * kh * kw, out_channels // groups), dtype=x_cnhw.dtype, device=_device(x_cnhw))
     for start, stop in _batch_chunks(_column_bytes(g, channels, x_cnhw.dtype, xp), batch, limit, xp):
         cols = _saved_im2col(x_padded, start, stop, g, (g.sh, g.sw), (g.dh, g.dw), xp, saved, offset)
         if per_image:
             # Σ_n grad[n] (K, oh·ow) @ cols[n]ᵀ (oh·ow, C·kh·kw), on strided views (no copies).
             grad_images = xp.reshape(xp.permute_dims(grad_cnhw[:, start:stop, ...], (1, 0, 2, 3)), (stop - start, out_channels, oh * ow))
             cols_images = xp.permute_dims(xp.reshape(cols, (channels * kh * kw, stop - start, oh * ow)), (1, 2, 0))
-            total = total + xp.sum(xp.matmul(grad_images, cols_images), axis=0)
+            total_t = total_t + xp.matrix_transpose(xp.sum(xp.matmul(grad_images, cols_images), axis=0))
             continue
         cols = xp.reshape(cols, (groups, group_channels * kh * kw, (stop - start) * oh * ow))
         grad_chunk = grad_matrix[..., start * oh * ow : stop * oh * ow]
-        total = total + xp.matmul(grad_chunk, xp.matrix_transpose(cols))
-    return xp.reshape(total, (out_channels, group_channels, kh, kw))
+        total_t = total_t + xp.matmul(cols, xp.matrix_transpose(grad_chunk))
+    return xp.reshape(xp.matrix_transpose(total_t), (out_channels, group_channels, kh, kw))
 
 
 def _work(g: _Geometry, weight_shape) -> int:
