@@ -188,6 +188,60 @@ def test_relu_then_max_pool_matches_torch_and_the_unfused_order(backend, pool):
     np.testing.assert_array_equal(to_numpy(grad), to_numpy(grad_input))
 
 
+@pytest.mark.parametrize(
+    "params, size",
+    [(dict(kernel_size=2), 11), (dict(kernel_size=2), 10), (dict(kernel_size=3, stride=2, padding=1, ceil_mode=True), 9),
+     (dict(kernel_size=3, stride=1, dilation=2), 8), (dict(kernel_size=2, stride=3), 8)],
+    ids=["2x2-odd", "2x2-even", "3x3-s2-p1-ceil", "3x3-dilated", "2x2-s3"],
+)
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "split"])
+def test_training_max_pool_keeps_its_maxima_and_matches_torch(backend, params, size, split, monkeypatch):
+    """A training MaxPool2d's backward reads the maxima its forward found (not found again), and
+    gives torch's gradient exactly: ties everywhere, a NaN window, windows that leave the last row
+    and column unread (their gradient must be zero in a buffer with any contents), and on NumPy
+    the batch split across threads (each part reading its slice of the kept maxima)."""
+    import portaconv
+    from portaconv.functional import pooling
+
+    if split:
+        if backend.name != "numpy":
+            pytest.skip("the batch split is NumPy's")
+        pytest.importorskip("threadpoolctl")
+        monkeypatch.setattr(pooling, "_SPLIT_ELEMENTS", 0)
+        previous = portaconv.set_num_threads(2)
+    calls = []
+    split_batch = pooling._threads.map_ranges
+    monkeypatch.setattr(pooling._threads, "map_ranges", lambda f, ranges: calls.append(ranges) or split_batch(f, ranges))
+    try:
+        rng = np.random.default_rng(7)
+        x = rng.integers(-2, 3, (4, 3, size, size)).astype(np.float64)
+        with_nan = x.copy()
+        with_nan[1, 2, 3, 4] = np.nan  # a non-finite maximum: the backward takes the exact path
+        layer = nn.MaxPool2d(**params)
+        maxima = pooling._maxima
+        for values in (x, with_nan):
+            out = layer(to_backend(values, backend, "float64"))
+            g = rng.integers(-2, 3, tuple(out.shape)).astype(np.float64)
+            found = []
+            monkeypatch.setattr(pooling, "_maxima", lambda *args: found.append(1) or maxima(*args))
+            grad_input = layer.backward(to_backend(g, backend, "float64"))
+            monkeypatch.setattr(pooling, "_maxima", maxima)
+            assert bool(found) == (values is with_nan), "the backward found finite maxima again"
+
+            tx = torch.tensor(values, requires_grad=True)
+            ref = torch.nn.functional.max_pool2d(tx, **params)
+            ref.backward(torch.tensor(g))
+            np.testing.assert_array_equal(to_numpy(out), ref.detach().numpy())
+            np.testing.assert_array_equal(to_numpy(grad_input), tx.grad.numpy())
+        assert bool(calls) == split
+        layer.eval()
+        np.testing.assert_array_equal(to_numpy(layer(to_backend(with_nan, backend, "float64"))), ref.detach().numpy())
+        assert layer.maxima is None
+    finally:
+        if split:
+            portaconv.set_num_threads(previous)
+
+
 @pytest.mark.parametrize("cls, args, fan_in", [(nn.Conv2d, (4, 8, 3), 36), (nn.ConvTranspose2d, (4, 8, 3), 72), (nn.Linear, (50, 20), 50)])
 def test_torch_default_init_bounds(cls, args, fan_in):
     layer = cls(*args, dtype="float64", seed=0)

@@ -11,6 +11,7 @@ from .. import functional as F
 from .._backend import get_namespace, namespace_of
 from .._shapes import _pair
 from ..functional import conv as _conv
+from ..functional import pooling as _pooling
 from .module import Module, Parameter
 
 __all__ = [
@@ -150,11 +151,16 @@ class MaxPool2d(Module):
 
     def forward(self, x):
         self.input = x
-        return F.max_pool2d(x, **self.params)
+        if not self.training:
+            self.maxima = None
+            return F.max_pool2d(x, **self.params)
+        # The backward reads the window maxima again: kept, not found twice (torch-style flat
+        # indices would cost more, converted both ways).
+        out, self.maxima = _pooling._max_pool2d_keeping(x, **self.params)
+        return out
 
     def backward(self, grad_output, *, input_grad=True):
-        # Finding the maxima again costs less than converting torch-style flat indices both ways.
-        return F.max_pool2d_backward(grad_output, self.input, **self.params)[0]
+        return _pooling._max_pool2d_backward(grad_output, self.input, **self.params, maxima=self.maxima)[0]
 
     def extra_repr(self):
         return ", ".join(f"{k}={v}" for k, v in self.params.items())
