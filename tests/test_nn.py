@@ -194,12 +194,13 @@ def test_relu_then_max_pool_matches_torch_and_the_unfused_order(backend, pool):
      (dict(kernel_size=3, stride=1, dilation=2), 8), (dict(kernel_size=2, stride=3), 8)],
     ids=["2x2-odd", "2x2-even", "3x3-s2-p1-ceil", "3x3-dilated", "2x2-s3"],
 )
-@pytest.mark.parametrize("split", [False, True], ids=["whole", "split"])
+@pytest.mark.parametrize("split", ["", "forward and backward", "backward"], ids=["whole", "split", "split-backward"])
 def test_training_max_pool_keeps_its_maxima_and_matches_torch(backend, params, size, split, monkeypatch):
     """A training MaxPool2d's backward reads the maxima its forward found (not found again), and
     gives torch's gradient exactly: ties everywhere, a NaN window, windows that leave the last row
     and column unread (their gradient must be zero in a buffer with any contents), and on NumPy
-    the batch split across threads (each part reading its slice of the kept maxima)."""
+    the batch split across threads in both passes or in the backward only (each part reading its
+    slice of the kept maxima)."""
     import portaconv
     from portaconv.functional import pooling
 
@@ -208,6 +209,7 @@ def test_training_max_pool_keeps_its_maxima_and_matches_torch(backend, params, s
             pytest.skip("the batch split is NumPy's")
         pytest.importorskip("threadpoolctl")
         monkeypatch.setattr(pooling, "_SPLIT_ELEMENTS", 0)
+        monkeypatch.setattr(pooling, "_FORWARD_SPLIT_ELEMENTS", 0 if split.startswith("forward") else 10**12)
         previous = portaconv.set_num_threads(2)
     calls = []
     split_batch = pooling._threads.map_ranges
@@ -233,7 +235,7 @@ def test_training_max_pool_keeps_its_maxima_and_matches_torch(backend, params, s
             ref.backward(torch.tensor(g))
             np.testing.assert_array_equal(to_numpy(out), ref.detach().numpy())
             np.testing.assert_array_equal(to_numpy(grad_input), tx.grad.numpy())
-        assert bool(calls) == split
+        assert len(calls) == (0 if not split else 4 if split.startswith("forward") else 2)  # two steps
         layer.eval()
         np.testing.assert_array_equal(to_numpy(layer(to_backend(with_nan, backend, "float64"))), ref.detach().numpy())
         assert layer.maxima is None

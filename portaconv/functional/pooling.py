@@ -189,26 +189,41 @@ def _first_max_scatter(x, grad, geometry, xp, out=None, maxima=None):
 _SPLIT_ELEMENTS = 1_500_000
 
 
-def _first_max_scatter_split(x, grad, geometry, xp, maxima=None):
-    """:func:`_first_max_scatter`, the batch split across portaconv's threads on NumPy."""
+def _split_ranges(x, geometry, xp, elements):
+    """Batch ranges for a NumPy pooling split across threads from ``elements`` (input × taps), or
+    None to run whole."""
     kh, kw = geometry[:2]
-    batch = x.shape[0]
-    ranges = _threads.batch_ranges(batch, x.size * kh * kw, _SPLIT_ELEMENTS) if is_numpy(xp) else None
-    if ranges is None:
-        return _first_max_scatter(x, grad, geometry, xp, maxima=maxima)
-    import numpy as np
+    return _threads.batch_ranges(x.shape[0], x.size * kh * kw, elements) if is_numpy(xp) else None
 
-    def part(start, stop):
-        if maxima is None:
-            return _first_max_scatter(x[start:stop], grad[start:stop], geometry, xp, out[start:stop])
-        source, windows, best = maxima
-        images = (slice(None),) * (source.ndim - 4) + (slice(start, stop),)  # the source's batch axis
-        return _first_max_scatter(x[start:stop], grad[start:stop], geometry, xp, out[start:stop], (source[images], windows, best[start:stop]))
+
+def _kept_maxima(maxima, start, stop):
+    """Images ``start:stop`` of :func:`_max_pool2d_keeping`'s maxima, or None when no kept part
+    holds them all (the caller finds them again)."""
+    for (first, last), (source, windows, best) in (maxima or {}).items():
+        if first <= start and stop <= last:
+            images = (slice(None),) * (source.ndim - 4) + (slice(start - first, stop - first), ...)  # source's batch axis
+            return source[images], windows, best[start - first : stop - first, ...]
+    return None
+
+
+def _first_max_scatter_split(x, grad, geometry, xp, maxima=None):
+    """:func:`_first_max_scatter`, the batch split across portaconv's threads on NumPy; ``maxima``
+    from :func:`_max_pool2d_keeping`."""
+    batch = x.shape[0]
+    ranges = _split_ranges(x, geometry, xp, _SPLIT_ELEMENTS)
+    if ranges is None:
+        return _first_max_scatter(x, grad, geometry, xp, maxima=_kept_maxima(maxima, 0, batch))
+    import numpy as np
 
     # Each thread writes its part of one result (a concatenation afterwards would be one more
     # serial pass over the input's size).
     out = np.empty(x.shape, dtype=x.dtype)
-    parts = _threads.map_ranges(part, ranges)
+    parts = _threads.map_ranges(
+        lambda start, stop: _first_max_scatter(
+            x[start:stop], grad[start:stop], geometry, xp, out[start:stop], _kept_maxima(maxima, start, stop)
+        ),
+        ranges,
+    )
     return None if any(part is None for part in parts) else out
 
 
@@ -277,16 +292,27 @@ def max_pool2d(
     return unbatch(out, unbatched), unbatch(flat, unbatched)
 
 
+# Elements (input × taps) from which a NumPy training max-pool forward splits its batch across
+# threads (2×2 pools, 2 threads: seed-cnn's first, 5.5M elements, 0.84 → 0.60 ms; its second,
+# 2M, no faster).
+_FORWARD_SPLIT_ELEMENTS = 4_000_000
+
+
 def _max_pool2d_keeping(input, kernel_size, stride, padding, dilation, ceil_mode):
     """:func:`max_pool2d` for a training layer: ``(output, maxima)``, where ``maxima`` (the window
-    source and the maxima) spares :func:`_max_pool2d_backward` finding the maxima again (seed-cnn's
-    first pool, backward per half batch 1.1 → 0.7 ms). On NumPy the source is the input's
-    stride-parity planes: a copy of the input's size, kept until the next forward."""
+    source and the maxima, by batch range) spares :func:`_max_pool2d_backward` finding the maxima
+    again (seed-cnn's first pool, backward per half batch 1.1 → 0.7 ms). On NumPy the source is the
+    input's stride-parity planes: a copy of the input's size, kept until the next forward."""
     xp = namespace_of(input)
     x, _, unbatched = batched("max_pool2d", input, xp)
     geometry = _pool_geometry("max_pool2d", x.shape, kernel_size, stride, padding, dilation, ceil_mode)
-    _, source, windows, best = _maxima(x, geometry, xp, 2)
-    return unbatch(best, unbatched), (source, windows, best)
+    ranges = _split_ranges(x, geometry, xp, _FORWARD_SPLIT_ELEMENTS)
+    if ranges is None:
+        ranges, parts = [(0, x.shape[0])], [_maxima(x, geometry, xp, 2)[1:]]
+    else:
+        parts = _threads.map_ranges(lambda start, stop: _maxima(x[start:stop], geometry, xp, 2)[1:], ranges)
+    best = parts[0][2] if len(parts) == 1 else xp.concat([part[2] for part in parts], axis=0)
+    return unbatch(best, unbatched), dict(zip(ranges, parts))
 
 
 def max_pool2d_backward(
