@@ -323,8 +323,7 @@ def run_suite(suite, *, backend="numpy", device=None, dtype="float32", compare="
     ``isolate``: each workload in a fresh Python process (``backend`` named by a string), set up
     by ``process_setup`` (keyword arguments of :func:`_setup_process`), so no row inherits an
     earlier row's heap, thread pools or caches. (It does not undo the machine's own slowdown under
-    sustained load: seed-cnn's training step still reads 0.68× torch at the end of the cpu suite,
-    0.80× alone.)
+    sustained load, which both libraries see.)
     """
     rows = []
     for index, workload in enumerate(SUITES[suite]):

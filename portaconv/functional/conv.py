@@ -503,11 +503,11 @@ def _grad_weight_serial(grad_cnhw, x_cnhw, g: _Geometry, limit, xp, saved=None, 
             # Σ_n grad[n] (K, oh·ow) @ cols[n]ᵀ (oh·ow, C·kh·kw), on strided views (no copies).
             grad_images = xp.reshape(xp.permute_dims(grad_cnhw[:, start:stop, ...], (1, 0, 2, 3)), (stop - start, out_channels, oh * ow))
             cols_images = xp.permute_dims(xp.reshape(cols, (channels * kh * kw, stop - start, oh * ow)), (1, 2, 0))
-            total_t = total_t + xp.matrix_transpose(xp.sum(xp.matmul(grad_images, cols_images), axis=0))
-            continue
-        cols = xp.reshape(cols, (groups, group_channels * kh * kw, (stop - start) * oh * ow))
-        grad_chunk = grad_matrix[..., start * oh * ow : stop * oh * ow]
-        total_t = total_t + xp.matmul(cols, xp.matrix_transpose(grad_chunk))
+            part = xp.matrix_transpose(xp.sum(xp.matmul(grad_images, cols_images), axis=0))
+        else:
+            cols = xp.reshape(cols, (groups, group_channels * kh * kw, (stop - start) * oh * ow))
+            part = xp.matmul(cols, xp.matrix_transpose(grad_matrix[..., start * oh * ow : stop * oh * ow]))
+        total_t = total_t + part
     return xp.reshape(xp.matrix_transpose(total_t), (out_channels, group_channels, kh, kw))
 
 

@@ -80,8 +80,7 @@ class Conv2d(_Parametrized):
     def backward(self, grad_output, *, input_grad=True):
         bias = None if self.bias is None else self.bias.data
         grad_input, grad_weight, grad_bias = _conv._conv2d_backward(
-            grad_output, self.input, self.weight.data, bias, *self._params(), None, input_grad=input_grad,
-            saved=getattr(self, "columns", None),
+            grad_output, self.input, self.weight.data, bias, *self._params(), None, input_grad=input_grad, saved=self.columns
         )
         self._accumulate(grad_weight, grad_bias)
         return grad_input
