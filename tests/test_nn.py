@@ -195,9 +195,9 @@ def test_relu_then_max_pool_matches_torch_and_the_unfused_order(backend, pool):
     ids=["2x2-odd", "2x2-even", "3x3-s2-p1-ceil", "3x3-dilated", "2x2-s3"],
 )
 @pytest.mark.parametrize("split", ["", "forward and backward", "backward"], ids=["whole", "split", "split-backward"])
-def test_training_max_pool_keeps_its_maxima_and_matches_torch(backend, params, size, split, monkeypatch):
+def test_training_max_pool_keeps_its_maxima_and_matches_torch(backend, dtype, params, size, split, monkeypatch):
     """A training MaxPool2d's backward reads the maxima its forward found (not found again), and
-    gives torch's gradient exactly: ties everywhere, a NaN window, windows that leave the last row
+    gives torch's gradient exactly, float32 and float64: ties everywhere, a NaN window, windows that leave the last row
     and column unread (their gradient must be zero in a buffer with any contents), and on NumPy
     the batch split across threads in both passes or in the backward only (each part reading its
     slice of the kept maxima)."""
@@ -222,11 +222,11 @@ def test_training_max_pool_keeps_its_maxima_and_matches_torch(backend, params, s
         layer = nn.MaxPool2d(**params)
         maxima = pooling._maxima
         for values in (x, with_nan):
-            out = layer(to_backend(values, backend, "float64"))
+            out = layer(to_backend(values, backend, dtype))
             g = rng.integers(-2, 3, tuple(out.shape)).astype(np.float64)
             found = []
             monkeypatch.setattr(pooling, "_maxima", lambda *args: found.append(1) or maxima(*args))
-            grad_input = layer.backward(to_backend(g, backend, "float64"))
+            grad_input = layer.backward(to_backend(g, backend, dtype))
             monkeypatch.setattr(pooling, "_maxima", maxima)
             assert bool(found) == (values is with_nan), "the backward found finite maxima again"
 
@@ -237,7 +237,7 @@ def test_training_max_pool_keeps_its_maxima_and_matches_torch(backend, params, s
             np.testing.assert_array_equal(to_numpy(grad_input), tx.grad.numpy())
         assert len(calls) == (0 if not split else 4 if split.startswith("forward") else 2)  # two steps
         layer.eval()
-        np.testing.assert_array_equal(to_numpy(layer(to_backend(with_nan, backend, "float64"))), ref.detach().numpy())
+        np.testing.assert_array_equal(to_numpy(layer(to_backend(with_nan, backend, dtype))), ref.detach().numpy())
         assert layer.maxima is None
     finally:
         if split:
