@@ -7,9 +7,12 @@ import pytest
 
 import portaconv.functional as F
 from portaconv import to_numpy
-from portaconv.testing import CASES, assert_close, make_inputs, run_case, torch_reference
+from portaconv.testing import CASES, assert_close, available_backends, make_inputs, run_case, torch_reference
 
 pytest.importorskip("torch")
+
+# NumPy-only paths run on NumPy whatever PORTACONV_BACKENDS selects (a GPU run may leave it out).
+(NUMPY,) = available_backends("numpy")
 
 
 @functools.lru_cache(maxsize=None)
@@ -72,7 +75,6 @@ def test_max_pool_threaded_matches_torch(index, dtype, monkeypatch):
     pytest.importorskip("threadpoolctl")
     import portaconv
     from portaconv.functional import pooling
-    from portaconv.testing import available_backends
 
     monkeypatch.setattr(pooling, "_SPLIT_ELEMENTS", 0)
     calls = []
@@ -82,8 +84,7 @@ def test_max_pool_threaded_matches_torch(index, dtype, monkeypatch):
     try:
         case = CASES[index]
         inputs, grad_output, ref_out, ref_grads = _reference(index)
-        numpy_backend = next(b for b in available_backends() if str(b) == "numpy")
-        out, grads = run_case(case, inputs, grad_output, numpy_backend, dtype)
+        out, grads = run_case(case, inputs, grad_output, NUMPY, dtype)
         assert_close(out, ref_out, dtype=dtype, what=f"{case} forward (threads)")
         assert_close(grads[0], ref_grads[0], dtype=dtype, what=f"{case} grad_input (threads)")
         batch = case.inputs[0][0] if len(case.inputs[0]) == 4 else 1
@@ -98,15 +99,13 @@ def test_per_image_products_match_single_product(index, dtype, monkeypatch):
     one product over the whole batch (the reference) both give torch's results; so do the bias
     gradient's sum and its product with ones."""
     from portaconv.functional import conv
-    from portaconv.testing import available_backends
 
-    (numpy_backend,) = [b for b in available_backends() if b.name == "numpy"]
     case = CASES[index]
     inputs, grad_output, ref_out, ref_grads = _reference(index)
     for path, limit in (("single product, sum", 0), ("per image, product", 10**9)):
         monkeypatch.setattr(conv, "_PER_IMAGE_MAX_COLUMNS", limit)
         monkeypatch.setattr(conv, "_BIAS_PRODUCT_MIN_ELEMENTS", 10**9 - limit)
-        out, grads = run_case(case, inputs, grad_output, numpy_backend, dtype)
+        out, grads = run_case(case, inputs, grad_output, NUMPY, dtype)
         assert_close(out, ref_out, dtype=dtype, what=f"{case} forward ({path})")
         for position, (grad, ref) in enumerate(zip(grads, ref_grads)):
             if ref is not None:
@@ -119,9 +118,7 @@ def test_frame_col2im_matches_sliced(index, dtype, monkeypatch):
     with kh·kw window slices (the reference) both give torch's results."""
     from portaconv import window
     from portaconv.functional import conv
-    from portaconv.testing import available_backends
 
-    (numpy_backend,) = [b for b in available_backends() if b.name == "numpy"]
     case = CASES[index]
     inputs, grad_output, ref_out, ref_grads = _reference(index)
     monkeypatch.setattr(conv, "GRAD_INPUT_METHOD", "col2im")
@@ -129,7 +126,7 @@ def test_frame_col2im_matches_sliced(index, dtype, monkeypatch):
     monkeypatch.setattr(window, "_GATHER_MAX_ELEMENTS", -1)  # no small-call gather
     for path, growth in (("slices", 0), ("frame", 10**9)):
         monkeypatch.setattr(conv, "_FRAME_MAX_GROWTH", growth)
-        out, grads = run_case(case, inputs, grad_output, numpy_backend, dtype)
+        out, grads = run_case(case, inputs, grad_output, NUMPY, dtype)
         position = 0 if case.op == "conv2d" else None  # conv_transpose2d's forward is the col2im
         if position is None:
             assert_close(out, ref_out, dtype=dtype, what=f"{case} forward ({path})")
