@@ -5,6 +5,10 @@ One idea serves every windowed op: for each kernel offset ``(i, j)`` the strided
 offset's input for every output position at once. ``im2col`` stacks the ``kh*kw`` slices into the
 matrix a convolution multiplies; ``col2im`` scatter-adds them back (its adjoint); pooling reduces
 over them without building the matrix.
+
+On CuPy, im2col and col2im are one raw kernel each (``portaconv._cuda``, chosen by
+``WINDOW_KERNELS``): the kernel reads the input as if padded and dilated (:class:`_Padded`), so
+neither the padded copy nor the kh·kw slice copies are made.
 """
 
 from __future__ import annotations
@@ -167,6 +171,45 @@ def _dilate_pad(x, sh, sw, pads, xp):
     return out
 
 
+#: How column matrices are built and folded back on CuPy: "auto" (one raw kernel each, see
+#: ``portaconv._cuda``) or "generic" (the slice copies every backend runs: the reference).
+WINDOW_KERNELS = "auto"
+
+
+def _use_kernels(xp, dtype) -> bool:
+    if WINDOW_KERNELS not in ("auto", "generic"):
+        raise ValueError(f"portaconv.window.WINDOW_KERNELS must be 'auto' or 'generic', got {WINDOW_KERNELS!r}")
+    if WINDOW_KERNELS == "generic" or xp.__name__ != "array_api_compat.cupy":
+        return False
+    from . import _cuda
+
+    return _cuda.supports(dtype)
+
+
+class _Padded:
+    """A (C, N, H, W) array padded by ``pads`` and dilated by ``lhs`` only as far as the CuPy
+    im2col kernel reads it (see :func:`_padded`): no padded copy is made."""
+
+    def __init__(self, x, pads, lhs):
+        self.x, self.pads, self.lhs = x, pads, lhs
+        channels, batch, height, width = x.shape
+        top, bottom, left, right = pads
+        self.shape = (channels, batch, (height - 1) * lhs[0] + 1 + top + bottom, (width - 1) * lhs[1] + 1 + left + right)
+        self.dtype = x.dtype
+
+    def __getitem__(self, index):
+        # Only the batch ranges of _conv_cnhw's chunks: [:, start:stop, ...].
+        return _Padded(self.x[index], self.pads, self.lhs)
+
+
+def _padded(x, pads, xp, *, lhs=(1, 1)):
+    """``x`` (C, N, H, W) dilated by ``lhs`` (stride0) and padded by ``pads`` (negative: crop), as
+    :func:`_im2col` takes it: a copy, or on CuPy a :class:`_Padded` its kernel reads in place."""
+    if _use_kernels(xp, x.dtype):
+        return _Padded(x, pads, lhs)
+    return _dilate_pad(x, *lhs, pads, xp)
+
+
 class _Scratch(threading.local):
     buffers: dict
 
@@ -228,6 +271,10 @@ def _im2col(x_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp, *, scratch=False, out=
     """
     channels, batch = x_padded.shape[:2]
     rows, columns = channels * kh * kw, batch * oh * ow
+    if isinstance(x_padded, _Padded):
+        from . import _cuda
+
+        return _cuda.im2col(x_padded.x, kh, kw, sh, sw, dh, dw, oh, ow, pads=x_padded.pads, lhs=x_padded.lhs)
     if _use_gather(rows * columns, xp):
         index = _gather_index(tuple(x_padded.shape), kh, kw, sh, sw, dh, dw, oh, ow)
         return xp.reshape(xp.reshape(x_padded, (-1,))[index], (rows, columns))
@@ -245,8 +292,20 @@ def _im2col(x_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp, *, scratch=False, out=
     return np.reshape(np.stack(slices, axis=1, out=buffer), (rows, columns))
 
 
-def _col2im(cols, shape_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp):
-    """Adjoint of :func:`_im2col`: scatter-add columns into a zero (C, N, Hp, Wp) array."""
+def _col2im(cols, shape_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp, *, crop=(0, 0, 0, 0)):
+    """Adjoint of :func:`_im2col`: scatter-add columns into a zero (C, N, Hp, Wp) array, then
+    take ``crop`` = (top, bottom, left, right) off its sides (CuPy: only the kept pixels are summed)."""
+    if _use_kernels(xp, cols.dtype):
+        from . import _cuda
+
+        channels, batch, height, width = shape_padded
+        shape = (channels, batch, height - crop[0] - crop[1], width - crop[2] - crop[3])
+        return _cuda.col2im(cols, shape, kh, kw, sh, sw, dh, dw, oh, ow, pads=crop)
+    return _pad(_col2im_padded(cols, shape_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp), tuple(-p for p in crop), 0, xp)
+
+
+def _col2im_padded(cols, shape_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp):
+    """The generic :func:`_col2im`, before the crop: the whole (C, N, Hp, Wp) array."""
     channels, batch = shape_padded[:2]
     if _use_gather(channels * kh * kw * batch * oh * ow, xp):
         import numpy as np
@@ -378,7 +437,7 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, xp=None):
             f"kernel_size {(kh, kw)} with dilation {(dh, dw)} is larger than the padded input "
             f"{(x.shape[2] + pads[0] + pads[1], x.shape[3] + pads[2] + pads[3])}"
         )
-    x_padded = _pad(xp.permute_dims(x, (1, 0, 2, 3)), pads, 0, xp)
+    x_padded = _padded(xp.permute_dims(x, (1, 0, 2, 3)), pads, xp)
     return _im2col(x_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp)
 
 
@@ -403,6 +462,5 @@ def col2im(cols, input_shape, kernel_size, *, stride=1, padding=0, dilation=1, x
     if tuple(cols.shape) != expected:
         raise ValueError(f"cols has shape {tuple(cols.shape)}, expected {expected} for input_shape {input_shape}")
     shape_padded = (channels, batch, height + pads[0] + pads[1], width + pads[2] + pads[3])
-    out = _col2im(cols, shape_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp)
-    out = _pad(out, tuple(-p for p in pads), 0, xp)
+    out = _col2im(cols, shape_padded, kh, kw, sh, sw, dh, dw, oh, ow, xp, crop=pads)
     return xp.permute_dims(out, (1, 0, 2, 3))

@@ -139,15 +139,13 @@ def test_gathered_windows_match_sliced(index, dtype, grad_input_method, monkeypa
     """NumPy's two im2col/col2im paths (one gather or scatter-add through a cached index for small
     calls, kh·kw slices for the rest) give bit-identical results, and torch's."""
     from portaconv import window
-    from portaconv.testing import available_backends
 
-    (numpy_backend,) = [b for b in available_backends() if b.name == "numpy"]
     case = CASES[index]
     inputs, grad_output, ref_out, ref_grads = _reference(index)
     results = {}
     for path, limit in (("slices", -1), ("gather", 10**9)):
         monkeypatch.setattr(window, "_GATHER_MAX_ELEMENTS", limit)
-        out, grads = run_case(case, inputs, grad_output, numpy_backend, dtype)
+        out, grads = run_case(case, inputs, grad_output, NUMPY, dtype)
         results[path] = [to_numpy(out)] + [None if g is None else to_numpy(g) for g in grads]
         assert_close(out, ref_out, dtype=dtype, what=f"{case} forward ({path})")
         for position, (grad, ref) in enumerate(zip(grads, ref_grads)):
@@ -155,3 +153,43 @@ def test_gathered_windows_match_sliced(index, dtype, grad_input_method, monkeypa
                 assert_close(grad, ref, dtype=dtype, what=f"{case} grad {position} ({path})")
     for sliced, gathered in zip(results["slices"], results["gather"]):
         assert (sliced is None and gathered is None) or np.array_equal(sliced, gathered)
+
+
+# CuPy, wherever a GPU is present, even when PORTACONV_BACKENDS leaves it out.
+CUPY = [b for b in available_backends("") if b.name == "cupy"]
+
+
+@pytest.mark.skipif(not CUPY, reason="needs CuPy and a GPU")
+@pytest.mark.parametrize("index", CONV_INDICES, ids=[str(CASES[i]) for i in CONV_INDICES])
+def test_window_kernels_match_generic(index, dtype, grad_input_method, monkeypatch):
+    """CuPy's im2col/col2im raw kernels (portaconv._cuda) and the generic slice copies give
+    bit-identical results, and torch's; the kernels run exactly when chosen."""
+    from portaconv import _cuda, window
+
+    calls = []
+    for name in ("im2col", "col2im"):
+        kernel = getattr(_cuda, name)
+        monkeypatch.setattr(_cuda, name, lambda *args, _kernel=kernel, _name=name, **kwargs: calls.append(_name) or _kernel(*args, **kwargs))
+    case = CASES[index]
+    inputs, grad_output, ref_out, ref_grads = _reference(index)
+    results = {}
+    for path in ("generic", "auto"):
+        monkeypatch.setattr(window, "WINDOW_KERNELS", path)
+        calls.clear()
+        out, grads = run_case(case, inputs, grad_output, CUPY[0], dtype)
+        assert bool(calls) == (path == "auto"), f"kernels called: {calls}"
+        results[path] = [to_numpy(out)] + [None if g is None else to_numpy(g) for g in grads]
+        assert_close(out, ref_out, dtype=dtype, what=f"{case} forward ({path})")
+        for position, (grad, ref) in enumerate(zip(grads, ref_grads)):
+            if ref is not None:
+                assert_close(grad, ref, dtype=dtype, what=f"{case} grad {position} ({path})")
+    for generic, kernels in zip(results["generic"], results["auto"]):
+        assert (generic is None and kernels is None) or np.array_equal(generic, kernels, equal_nan=True)
+
+
+def test_window_kernels_setting_is_checked(monkeypatch):
+    from portaconv import window
+
+    monkeypatch.setattr(window, "WINDOW_KERNELS", "fast")
+    with pytest.raises(ValueError, match=r"WINDOW_KERNELS must be 'auto' or 'generic', got 'fast'"):
+        F.conv2d(np.ones((1, 1, 4, 4)), np.ones((1, 1, 3, 3)))

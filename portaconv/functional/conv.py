@@ -15,12 +15,15 @@ and conv2d's grad_weight with the roles of input and gradient exchanged.
 Internally every array is kept in (C, N, H, W) layout between the permutes at the public boundary:
 im2col's matrix then reads contiguously and only the small output is transposed back.
 
-Two faster paths compute the same functions, each chosen per call and tested against the reference:
+Faster paths compute the same functions, each chosen per call and tested against the reference:
 
 * Winograd F(2×2, 3×3) (``_winograd.py``) for 3×3 stride-1 single-group convolutions
   (``CONV_ALGORITHM``); its gradients are the adjoints of its transforms;
 * on NumPy, the batch split across threads (``portaconv._threads``): ``_forward_cnhw``,
-  ``_grad_input_cnhw`` and ``_grad_weight_cnhw`` dispatch to their ``_serial`` versions per part.
+  ``_grad_input_cnhw`` and ``_grad_weight_cnhw`` dispatch to their ``_serial`` versions per part;
+* on CuPy, im2col and col2im as one raw kernel each (``window.WINDOW_KERNELS``, ``portaconv._cuda``),
+  reading the unpadded input in place (``window._padded``). Winograd stays NumPy-only: its generic
+  transforms, many small launches, ran 3–8× slower than im2col on an H100.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from .._config import _resolve_limit
 from .._shapes import _is_int, _pair, _padding4, conv_output_size, conv_transpose_output_size, grad_input_padding
 from .._validate import check_float_arrays, check_ndim, check_shape
 from .. import window
-from ..window import _add_at, _col2im, _col2im_frame, _dilate_pad, _im2col, _pad
+from ..window import _add_at, _col2im, _col2im_frame, _im2col, _pad, _padded
 from . import _winograd as winograd
 from ._common import all_finite, batched, unbatch
 
@@ -375,7 +378,7 @@ def _forward_serial(x_cnhw, weight, bias, g: _Geometry, limit, xp, out=None, sav
     ``offset`` as in :func:`_conv_cnhw` (Winograd saves nothing)."""
     if _use_winograd(g, x_cnhw.shape[0], weight.shape[0], xp):
         return _add_bias(_winograd_forward(x_cnhw, weight, g, limit, xp, out), bias, xp)
-    x_padded = _pad(x_cnhw, g.pads, 0, xp)
+    x_padded = _padded(x_cnhw, g.pads, xp)
     return _conv_cnhw(x_padded, weight, g, (g.sh, g.sw), (g.dh, g.dw), limit, xp, bias, out, saved, offset)
 
 
@@ -440,10 +443,10 @@ def _grad_input_col2im(grad_cnhw, weight, g: _Geometry, limit, xp):
         cols = xp.reshape(xp.matmul(w_t, grad_matrix), (channels * kh * kw, (stop - start) * rows * columns))
         shape = (channels, stop - start, height_padded, width_padded)
         if frame:
-            outs.append(_col2im_frame(cols, shape, kh, kw, g.dh, g.dw, xp))
+            outs.append(_pad(_col2im_frame(cols, shape, kh, kw, g.dh, g.dw, xp), tuple(-p for p in g.pads), 0, xp))
         else:
-            outs.append(_col2im(cols, shape, kh, kw, g.sh, g.sw, g.dh, g.dw, oh, ow, xp))
-    return _pad(_join_batches(outs, xp), tuple(-p for p in g.pads), 0, xp)
+            outs.append(_col2im(cols, shape, kh, kw, g.sh, g.sw, g.dh, g.dw, oh, ow, xp, crop=g.pads))
+    return _join_batches(outs, xp)
 
 
 def _grad_input_stride0(grad_cnhw, weight, g: _Geometry, limit, xp):
@@ -452,7 +455,7 @@ def _grad_input_stride0(grad_cnhw, weight, g: _Geometry, limit, xp):
     low_w, high_w = grad_input_padding(g.width, g.ow, g.kw, stride=g.sw, padding_low=g.pads[2], dilation=g.dw)
     # stride0: insert s-1 zeros so the backward conv runs at stride 1; the padding lets every input
     # pixel see each kernel tap that read it (negative values crop rows no tap reached).
-    grad_padded = _dilate_pad(grad_cnhw, g.sh, g.sw, (low_h, high_h, low_w, high_w), xp)
+    grad_padded = _padded(grad_cnhw, (low_h, high_h, low_w, high_w), xp, lhs=(g.sh, g.sw))
     out_channels, group_channels = weight.shape[:2]
     groups = g.groups
     # Per group, the kernel's in/out channels swap: (K, C/g) -> (C, K/g), then rotate by 180°.
@@ -490,7 +493,7 @@ def _grad_weight_serial(grad_cnhw, x_cnhw, g: _Geometry, limit, xp, saved=None, 
         return _winograd_backward(grad_cnhw, x_cnhw, None, g, limit, xp, input_grad=False)[1]
     groups, kh, kw, oh, ow = g.groups, g.kh, g.kw, g.oh, g.ow
     group_channels = channels // groups
-    x_padded = _pad(x_cnhw, g.pads, 0, xp)
+    x_padded = _padded(x_cnhw, g.pads, xp)
     per_image = _per_image(groups, channels * kh * kw, batch, xp)
     if not per_image:
         grad_matrix = xp.reshape(grad_cnhw, (groups, out_channels // groups, batch * oh * ow))
