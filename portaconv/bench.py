@@ -444,6 +444,7 @@ def markdown(rows, settings):
     lines = [
         f"Machine: {settings['machine']}; {settings['processor']}; {settings['cores']} cores. Date: {settings['date']}.",
         f"Versions: {', '.join(f'{k} {v}' for k, v in settings['versions'].items())}.",
+        *([_gpu_line(settings)] if settings.get("cuda") else []),
         f"Backend {settings['backend']}, {settings['dtype']}, median of up to {settings['repeat']} runs after {settings['warmup']} warm-up, the two libraries timed in alternating blocks after a settling period"
         + (", each workload in a fresh process." if settings.get("isolated") else ", all workloads in one process.")
         + (f" TF32: {settings['tf32']}." if settings.get("tf32") else "")
@@ -462,12 +463,22 @@ def markdown(rows, settings):
     return "\n".join(lines).replace("| 0.0 |", "|  |").replace("nan", "")
 
 
+def _cuda_version(number) -> str:
+    """CUDA's version number, 1000·major + 10·minor (13020), as "13.2"."""
+    return f"{number // 1000}.{number % 1000 // 10}"
+
+
+def _gpu_line(settings):
+    cuda = settings["cuda"]
+    return f"GPU: {cuda['device']}, CUDA driver {_cuda_version(cuda['driver'])}, runtime {_cuda_version(cuda['runtime'])}."
+
+
 def _settings(args, backend):
     import importlib
 
     versions = {"python": platform.python_version(), "numpy": np.__version__}
     for name in ("portaconv", "array_api_compat", "array_api_extra", "torch", "cupy"):
-        if name in sys.modules or name in ("portaconv", "torch"):
+        if name in sys.modules or name in ("portaconv", "torch") or name == backend:
             try:
                 versions[name] = importlib.import_module(name).__version__
             except ImportError:

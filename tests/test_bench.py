@@ -31,3 +31,17 @@ def test_isolated_run_needs_a_backend_name():
 
     with pytest.raises(ValueError, match="isolate needs the backend's name"):
         bench.run_suite("seed", backend=xp, only=["seed 002"], isolate=True)
+
+
+def test_gpu_runs_state_the_gpu_and_cuda_versions():
+    """A GPU run's table names the device, CUDA's driver and runtime (from CUDA's 1000·major + 10·minor
+    numbers) and TF32 on both sides; a CPU run's has no GPU line."""
+    settings = {"machine": "m", "processor": "p", "cores": 16, "date": "d", "backend": "cupy", "dtype": "float32",
+                "repeat": 2, "warmup": 1, "command": "c", "versions": {"cupy": "14.2.0"},
+                "cuda": {"driver": 13000, "runtime": 13020, "device": "NVIDIA H100 80GB HBM3"},
+                "tf32": {"cupy CUPY_TF32": "0", "torch cudnn.allow_tf32": False}}
+    table = bench.markdown([], settings)
+    assert "GPU: NVIDIA H100 80GB HBM3, CUDA driver 13.0, runtime 13.2." in table
+    assert "cupy 14.2.0" in table and "'torch cudnn.allow_tf32': False" in table
+    del settings["cuda"]
+    assert "GPU:" not in bench.markdown([], settings)
