@@ -70,10 +70,38 @@ def test_cross_entropy_extreme_logits(torch, backend, dtype):
 
 
 def test_all_targets_ignored_gives_nan_like_torch(torch, backend):
+    """The mean over no kept targets is NaN, as torch's, and (like torch) without a warning."""
+    import warnings
+
     x = np.zeros((2, 3))
     target = np.array([-100, -100])
-    loss = float(to_numpy(F.nll_loss(to_backend(x, backend, "float64"), to_backend(target, backend))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss = float(to_numpy(F.nll_loss(to_backend(x, backend, "float64"), to_backend(target, backend))))
     assert np.isnan(loss) and np.isnan(torch.nn.functional.nll_loss(torch.tensor(x), torch.tensor(target)).item())
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_all_targets_ignored_gives_zero_gradient_like_torch(torch, backend, label_smoothing):
+    """torch's mean loss over no kept targets is NaN, yet its gradient is zero, not NaN."""
+    import warnings
+
+    x = np.random.default_rng(0).standard_normal((2, 3))
+    target = np.array([-100, -100])
+    inputs = to_backend(x, backend, "float64"), to_backend(target, backend)
+    grad_output = to_backend(np.asarray(1.0), backend, "float64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        grads = {
+            "nll_loss": F.nll_loss_backward(grad_output, *inputs)[0],
+            "cross_entropy": F.cross_entropy_backward(grad_output, *inputs, label_smoothing=label_smoothing)[0],
+        }
+    for name, grad in grads.items():
+        tx = torch.tensor(x, requires_grad=True)
+        kwargs = {"label_smoothing": label_smoothing} if name == "cross_entropy" else {}
+        getattr(torch.nn.functional, name)(tx, torch.tensor(target), **kwargs).backward()
+        np.testing.assert_array_equal(to_numpy(grad), tx.grad.numpy(), err_msg=name)
+        assert not np.any(tx.grad.numpy()), "torch's gradient is zero here"
 
 
 def test_relu_nan_and_signed_zero(backend):

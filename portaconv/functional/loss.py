@@ -5,6 +5,8 @@ Targets are integer class indices; their slot in a backward's result is ``None``
 
 from __future__ import annotations
 
+import math
+
 from array_api_compat import device as _device
 
 from .._backend import namespace_of
@@ -137,7 +139,12 @@ def _reduce(losses, kept, reduction, unbatched, xp):
         return losses[0, ...] if unbatched else losses
     # NumPy reductions give scalars; asarray keeps a 0-d array of the input's library.
     total = xp.sum(losses)
-    return xp.asarray(total if reduction == "sum" else total / xp.sum(kept))
+    if reduction == "sum":
+        return xp.asarray(total)
+    count = xp.sum(kept)
+    # Every target ignored: torch's mean is 0/0 = NaN; dividing by a NaN count gives it without
+    # NumPy's "invalid value" warning.
+    return xp.asarray(total / xp.where(count > 0, count, math.nan))
 
 
 def _grad_scale(grad_output, kept, reduction, unbatched, xp, op, loss_shape):
@@ -147,8 +154,11 @@ def _grad_scale(grad_output, kept, reduction, unbatched, xp, op, loss_shape):
         grad = xp.reshape(grad_output, loss_shape)
         return xp.expand_dims(grad * kept, axis=1)
     check_shape(op, "grad_output", grad_output, ())
-    scale = grad_output if reduction == "sum" else grad_output / xp.sum(kept)
-    return xp.expand_dims(kept, axis=1) * scale
+    if reduction == "mean":
+        # Every target ignored: torch's loss is NaN but its gradient is zero (no kept sample).
+        count = xp.sum(kept)
+        grad_output = grad_output / xp.where(count > 0, count, 1.0)
+    return xp.expand_dims(kept, axis=1) * grad_output
 
 
 def nll_loss(input, target, reduction="mean", ignore_index=-100):
