@@ -104,6 +104,27 @@ def test_all_targets_ignored_gives_zero_gradient_like_torch(torch, backend, labe
         assert not np.any(tx.grad.numpy()), "torch's gradient is zero here"
 
 
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+@pytest.mark.parametrize("op, label_smoothing", [("nll_loss", 0.0), ("cross_entropy", 0.0), ("cross_entropy", 0.1)])
+def test_minus_inf_scores_like_torch(torch, backend, op, label_smoothing, reduction):
+    """A -inf logit or log-probability (a masked-out class) in a class that is not the target, and in
+    an ignored sample, leaves the loss finite as torch's; smoothing over a -inf logit gives inf."""
+    x = np.array([[0.0, -np.inf, 1.0], [-np.inf, -np.inf, 0.5], [2.0, 0.0, -1.0]])
+    target = np.array([0, -100, 2])
+    kwargs = {"label_smoothing": label_smoothing} if op == "cross_entropy" else {}
+    inputs = to_backend(x, backend, "float64"), to_backend(target, backend)
+    loss = getattr(F, op)(*inputs, reduction=reduction, **kwargs)
+    grad_output = np.ones(tuple(loss.shape))
+    grad = getattr(F, f"{op}_backward")(to_backend(grad_output, backend, "float64"), *inputs, reduction=reduction, **kwargs)[0]
+    tx = torch.tensor(x, requires_grad=True)
+    expected = getattr(torch.nn.functional, op)(tx, torch.tensor(target), reduction=reduction, **kwargs)
+    expected.backward(torch.tensor(grad_output))
+    np.testing.assert_allclose(to_numpy(loss), expected.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(to_numpy(grad), tx.grad.numpy(), rtol=1e-12, atol=1e-15)
+    if label_smoothing == 0.0:
+        assert np.all(np.isfinite(expected.detach().numpy())), "the case has finite torch losses"
+
+
 def test_relu_nan_and_signed_zero(backend):
     x = np.array([nan, -0.0, -1.0, 2.0])
     out = to_numpy(F.relu(to_backend(x, backend, "float64")))

@@ -97,7 +97,8 @@ def log_softmax_backward(grad_output, input, dim):
 
 
 def _targets(op, input, target, reduction, ignore_index, xp):
-    """Validate; return the one-hot mask (class axis 1) and the kept-sample mask as floats."""
+    """Validate; return the one-hot mask (class axis 1, False for ignored samples) and the
+    kept-sample mask, both boolean."""
     check_float_arrays(op, xp, input=input)
     check_choice(op, "reduction", reduction, _REDUCTIONS)
     if not _is_int(ignore_index):
@@ -130,8 +131,10 @@ def _targets(op, input, target, reduction, ignore_index, xp):
     class_axis = xp.reshape(
         xp.arange(classes, dtype=target.dtype, device=_device(target)), (1, classes) + (1,) * (input.ndim - 2)
     )
-    one_hot = xp.astype((xp.expand_dims(target, axis=1) == class_axis) & xp.expand_dims(kept, axis=1), input.dtype)
-    return input, one_hot, xp.astype(kept, input.dtype), unbatched
+    # Boolean: the losses pick the target's entry with where, never by multiplying (0 · -inf = NaN
+    # for a log-probability of -inf in a class that is not the target).
+    hot = (xp.expand_dims(target, axis=1) == class_axis) & xp.expand_dims(kept, axis=1)
+    return input, hot, kept, unbatched
 
 
 def _reduce(losses, kept, reduction, unbatched, xp):
@@ -141,7 +144,7 @@ def _reduce(losses, kept, reduction, unbatched, xp):
     total = xp.sum(losses)
     if reduction == "sum":
         return xp.asarray(total)
-    count = xp.sum(kept)
+    count = xp.sum(xp.astype(kept, losses.dtype))
     # Every target ignored: torch's mean is 0/0 = NaN; dividing by a NaN count gives it without
     # NumPy's "invalid value" warning.
     return xp.asarray(total / xp.where(count > 0, count, math.nan))
@@ -149,6 +152,7 @@ def _reduce(losses, kept, reduction, unbatched, xp):
 
 def _grad_scale(grad_output, kept, reduction, unbatched, xp, op, loss_shape):
     """Per-sample factor of the loss gradient, broadcastable over the class axis."""
+    kept = xp.astype(kept, grad_output.dtype)
     if reduction == "none":
         check_shape(op, "grad_output", grad_output, loss_shape[1:] if unbatched else loss_shape)
         grad = xp.reshape(grad_output, loss_shape)
@@ -174,8 +178,8 @@ def nll_loss(input, target, reduction="mean", ignore_index=-100):
     output : () or, with reduction="none", target's shape
     """
     xp = namespace_of(input, target)
-    x, one_hot, kept, unbatched = _targets("nll_loss", input, target, reduction, ignore_index, xp)
-    losses = -xp.sum(x * one_hot, axis=1)
+    x, hot, kept, unbatched = _targets("nll_loss", input, target, reduction, ignore_index, xp)
+    losses = -xp.sum(xp.where(hot, x, 0.0), axis=1)
     return _reduce(losses, kept, reduction, unbatched, xp)
 
 
@@ -188,10 +192,10 @@ def nll_loss_backward(grad_output, input, target, reduction="mean", ignore_index
     """
     xp = namespace_of(grad_output, input, target)
     op = "nll_loss_backward"
-    x, one_hot, kept, unbatched = _targets(op, input, target, reduction, ignore_index, xp)
+    x, hot, kept, unbatched = _targets(op, input, target, reduction, ignore_index, xp)
     check_float_arrays(op, xp, input=input, grad_output=grad_output)
     scale = _grad_scale(grad_output, kept, reduction, unbatched, xp, op, kept.shape)
-    grad = -one_hot * scale
+    grad = -xp.astype(hot, x.dtype) * scale
     return (grad[0, ...] if unbatched else grad), None
 
 
@@ -214,11 +218,11 @@ def cross_entropy(input, target, reduction="mean", ignore_index=-100, label_smoo
     xp = namespace_of(input, target)
     op = "cross_entropy"
     _check_smoothing(op, label_smoothing)
-    x, one_hot, kept, unbatched = _targets(op, input, target, reduction, ignore_index, xp)
+    x, hot, kept, unbatched = _targets(op, input, target, reduction, ignore_index, xp)
     log_probabilities = _log_softmax(x, 1, xp)
-    losses = -xp.sum(log_probabilities * one_hot, axis=1)
+    losses = -xp.sum(xp.where(hot, log_probabilities, 0.0), axis=1)
     if label_smoothing:
-        smooth = -xp.sum(log_probabilities, axis=1) * kept / x.shape[1]
+        smooth = xp.where(kept, -xp.sum(log_probabilities, axis=1), 0.0) / x.shape[1]
         losses = (1.0 - label_smoothing) * losses + label_smoothing * smooth
     return _reduce(losses, kept, reduction, unbatched, xp)
 
@@ -233,9 +237,9 @@ def cross_entropy_backward(grad_output, input, target, reduction="mean", ignore_
     xp = namespace_of(grad_output, input, target)
     op = "cross_entropy_backward"
     _check_smoothing(op, label_smoothing)
-    x, one_hot, kept, unbatched = _targets(op, input, target, reduction, ignore_index, xp)
+    x, hot, kept, unbatched = _targets(op, input, target, reduction, ignore_index, xp)
     check_float_arrays(op, xp, input=input, grad_output=grad_output)
     scale = _grad_scale(grad_output, kept, reduction, unbatched, xp, op, kept.shape)
     probabilities = xp.exp(_log_softmax(x, 1, xp))
-    grad = (probabilities - (1.0 - label_smoothing) * one_hot - label_smoothing / x.shape[1]) * scale
+    grad = (probabilities - (1.0 - label_smoothing) * xp.astype(hot, x.dtype) - label_smoothing / x.shape[1]) * scale
     return (grad[0, ...] if unbatched else grad), None
