@@ -131,6 +131,17 @@ def test_relu_nan_and_signed_zero(backend):
     assert np.isnan(out[0]) and np.array_equal(out[1:], [0.0, 0.0, 2.0])
 
 
+def test_relu_backward_at_nan_inf_and_zero_like_torch(torch, backend):
+    """torch zeroes the gradient where input <= 0, so a NaN input passes its gradient."""
+    x = np.array([nan, -np.inf, -0.0, 0.0, -1.0, 2.0, np.inf])
+    grad_output = np.arange(1.0, 8.0)
+    (grad,) = F.relu_backward(to_backend(grad_output, backend, "float64"), to_backend(x, backend, "float64"))
+    tx = torch.tensor(x, requires_grad=True)
+    torch.relu(tx).backward(torch.tensor(grad_output))
+    np.testing.assert_array_equal(to_numpy(grad), tx.grad.numpy())
+    assert tx.grad.numpy()[0] == 1.0, "torch passes the NaN input's gradient"
+
+
 def test_sigmoid_no_overflow(backend):
     x = np.array([-1000.0, -40.0, 0.0, 40.0, 1000.0])
     out = to_numpy(F.sigmoid(to_backend(x, backend, "float64")))

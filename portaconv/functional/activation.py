@@ -34,7 +34,8 @@ def relu(input):
 
 
 def relu_backward(grad_output, input):
-    """Gradient of :func:`relu`: ``grad_output`` where ``input > 0``, else 0.
+    """Gradient of :func:`relu`: ``grad_output`` except where ``input <= 0`` (0 there): a NaN input
+    passes its gradient, as in torch.
 
     Shapes
     ------
@@ -42,7 +43,8 @@ def relu_backward(grad_output, input):
     """
     xp = namespace_of(grad_output, input)
     _checked("relu_backward", xp, input, grad_output)
-    return (masked(grad_output, input > 0, xp),)
+    # torch's threshold_backward zeroes where input <= 0; "input > 0" would also zero NaN inputs.
+    return (masked(grad_output, ~(input <= 0), xp),)
 
 
 def tanh(input):
