@@ -31,6 +31,8 @@ w = rng.standard_normal((6, 4, 3, 3))
         (lambda: F.conv2d(x, w, stride=True), TypeError, r"stride must be an int or a pair of ints"),
         (lambda: F.conv2d(x.astype(np.int64), w.astype(np.int64)), TypeError, r"input must have a real floating dtype.*int64"),
         (lambda: F.conv2d(x > 0, w), TypeError, r"input must have a real floating dtype.*bool"),
+        (lambda: F.conv2d(x.astype(np.float16), w.astype(np.float16)), TypeError, r"conv2d: input must have a real floating dtype \(float32 or float64\), got float16"),
+        (lambda: F.relu(x.astype(np.float16)), TypeError, r"relu: input must have a real floating dtype \(float32 or float64\), got float16"),
         (lambda: F.conv2d(x, w.astype(np.float32)), TypeError, r"weight has dtype float32 but input has dtype float64"),
         (lambda: F.conv2d(x.tolist(), w), TypeError, r"expected an array, got list"),
         (lambda: F.conv2d_backward(np.zeros((2, 6, 5, 5)), x, w), ValueError, r"grad_output has shape \(2, 6, 5, 5\), expected \(2, 6, 6, 6\)"),
