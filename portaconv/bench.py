@@ -536,6 +536,7 @@ def add_arguments(parser):
 
 def main(args):
     backend = args.backend
+    get_namespace(backend)  # a missing backend (or CuPy without a GPU) says what to install, before any work
     setup = dict(tune_allocator=not args.no_tune_allocator, tf32=args.tf32, compare=args.compare)
     allocator = _setup_process(**setup)
     if backend == "cupy":

@@ -27,6 +27,20 @@ def test_check_unknown_backend_fails_clearly():
     assert "backend='jax' is not one of" in result.stderr
 
 
+def test_bench_on_a_missing_backend_fails_clearly():
+    """Before any work: which backend, and what to install (CuPy without a GPU says so instead)."""
+    pytest.importorskip("torch")
+    try:
+        import cupy  # noqa: F401
+
+        pytest.skip("CuPy is installed here")
+    except ImportError:
+        pass
+    result = _run("bench", "--suite", "gpu", "--backend", "cupy")
+    assert result.returncode == 2
+    assert "backend 'cupy' is not installed; install it with: pip install 'portaconv[cupy]'" in result.stderr
+
+
 def test_train_offline_without_data_fails_clearly(tmp_path):
     env = dict(os.environ, HOME=str(tmp_path), PORTACONV_DATA="")
     result = _run("train", "--dataset", "mnist", "--data-dir", str(tmp_path / "none"), "--epochs", "1", env=env)
