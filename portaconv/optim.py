@@ -61,6 +61,8 @@ class Adam(_Optimizer):
         super().__init__(params, lr)
         if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
             raise ValueError(f"Adam: betas must be in [0, 1), got {betas!r}")
+        if not (eps >= 0 and weight_decay >= 0):
+            raise ValueError(f"Adam: eps and weight_decay must be >= 0, got {eps!r}, {weight_decay!r}")
         self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
 
     def _update(self, data, grad, state):

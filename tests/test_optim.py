@@ -48,3 +48,8 @@ def test_optimizer_errors():
         optim.SGD(p, lr=0.1, nesterov=True)
     with pytest.raises(ValueError, match=r"betas must be in \[0, 1\)"):
         optim.Adam(p, betas=(1.0, 0.9))
+    # torch rejects these too ("Invalid epsilon value", "Invalid weight_decay value").
+    with pytest.raises(ValueError, match=r"Adam: eps and weight_decay must be >= 0, got -1e-08, 0.0"):
+        optim.Adam(p, eps=-1e-8)
+    with pytest.raises(ValueError, match=r"Adam: eps and weight_decay must be >= 0, got 1e-08, -0.1"):
+        optim.Adam(p, weight_decay=-0.1)
