@@ -307,6 +307,19 @@ def test_dropout_seeded_and_eval():
         nn.Dropout(1.0)
 
 
+def test_conv_layer_rejects_bad_geometry_when_built():
+    """As torch.nn.Conv2d: at construction, not at the first forward."""
+    with pytest.raises(ValueError, match=r"padding='same' needs stride 1, got stride=\(2, 2\)"):
+        nn.Conv2d(3, 4, 3, padding="same", stride=2)
+    with pytest.raises(ValueError, match=r"dilation must be positive, got 0"):
+        nn.Conv2d(3, 4, 3, dilation=0)
+    with pytest.raises(ValueError, match=r"padding must be at least 0, got -1"):
+        nn.Conv2d(3, 4, 3, padding=-1)
+    with pytest.raises(TypeError, match=r"stride must be an int or a pair of ints, got 1.5"):
+        nn.Conv2d(3, 4, 3, stride=1.5)
+    assert nn.Conv2d(3, 4, 3, padding="same").padding == "same"
+
+
 def test_loss_modules_match_torch():
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((5, 4)), rng.integers(0, 4, 5)

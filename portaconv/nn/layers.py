@@ -9,7 +9,7 @@ from array_api_compat import device
 
 from .. import functional as F
 from .._backend import get_namespace, namespace_of
-from .._shapes import _pair
+from .._shapes import _padding4, _pair
 from ..functional import conv as _conv
 from ..functional import pooling as _pooling
 from .module import Module, Parameter
@@ -61,6 +61,9 @@ class Conv2d(_Parametrized):
         kh, kw = _pair(kernel_size, "kernel_size", minimum=1)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"Conv2d: groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
+        # Bad stride, dilation or padding (padding='same' with a stride) fail here, as in torch,
+        # not at the first forward.
+        _padding4(padding, (kh, kw), _pair(dilation, "dilation", minimum=1), _pair(stride, "stride", minimum=1))
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, (kh, kw)
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         fan_in = in_channels // groups * kh * kw
