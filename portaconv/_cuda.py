@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
+
 _SOURCE = r"""
 // One thread per input position of the columns, (c, n, a, b) with b fastest: it writes that
 // position's kh·kw taps, so the index arithmetic (divisions are slow on a GPU) is paid once per
@@ -123,8 +125,6 @@ def _kernel(name, dtype, wide):
 def _launch(name, dtype, total, largest, args):
     """Run kernel ``name`` over ``total`` threads; indices are 32-bit unless ``largest`` (the
     largest element count any index reaches) needs more."""
-    import numpy as np
-
     wide = largest >= 2**31
     integer = np.int64 if wide else np.int32
     blocks = min(-(-total // _THREADS), _MAX_BLOCKS)
@@ -135,7 +135,6 @@ def im2col(x, kh, kw, sh, sw, dh, dw, oh, ow, *, pads, lhs):
     """Column matrix (C·kh·kw, N·oh·ow) of the (C, N, H, W) CuPy array ``x`` (any strides) padded
     by ``pads`` = (top, bottom, left, right) (negative: crop) and dilated by ``lhs`` = (lh, lw)."""
     import cupy
-    import numpy as np
 
     channels, batch, height, width = x.shape
     with x.device:  # allocate and launch on the input's GPU

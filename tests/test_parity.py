@@ -50,19 +50,24 @@ def test_matches_torch(index, backend, dtype):
 CONV_INDICES = [i for i, c in enumerate(CASES) if c.op in ("conv2d", "conv_transpose2d")]
 
 
+def _run_against_torch(index, backend, dtype, what):
+    """Run case ``index`` on ``backend``, assert its forward and gradients close to torch's
+    (``what`` names the path in failures); return them as NumPy arrays (None for no gradient)."""
+    inputs, grad_output, ref_out, ref_grads = _reference(index)
+    out, grads = run_case(CASES[index], inputs, grad_output, backend, dtype)
+    assert_close(out, ref_out, dtype=dtype, what=f"{what} forward")
+    for position, (grad, ref) in enumerate(zip(grads, ref_grads)):
+        if ref is not None:
+            assert_close(grad, ref, dtype=dtype, what=f"{what} grad {position}")
+    return [to_numpy(out)] + [None if g is None else to_numpy(g) for g in grads]
+
+
 @pytest.mark.parametrize("index", CONV_INDICES, ids=[str(CASES[i]) for i in CONV_INDICES])
 def test_every_conv_path_matches_torch(index, backend, dtype, grad_input_method, conv_algorithm, numpy_threads):
     """Both input-gradient paths (stride0/rot180, the reference, and col2im) × both algorithms
     (im2col, the reference, and Winograd where it applies) × serial or batch-parallel NumPy give
     torch's forward and gradients."""
-    case = CASES[index]
-    inputs, grad_output, ref_out, ref_grads = _reference(index)
-    out, grads = run_case(case, inputs, grad_output, backend, dtype)
-    what = f"{case} ({grad_input_method}, {conv_algorithm}, {numpy_threads} threads)"
-    assert_close(out, ref_out, dtype=dtype, what=f"{what} forward")
-    for position, (grad, ref) in enumerate(zip(grads, ref_grads)):
-        if ref is not None:
-            assert_close(grad, ref, dtype=dtype, what=f"{what} grad {position}")
+    _run_against_torch(index, backend, dtype, f"{CASES[index]} ({grad_input_method}, {conv_algorithm}, {numpy_threads} threads)")
 
 
 POOL_INDICES = [i for i, c in enumerate(CASES) if c.op == "max_pool2d"]
@@ -100,16 +105,10 @@ def test_per_image_products_match_single_product(index, dtype, monkeypatch):
     gradient's sum and its product with ones."""
     from portaconv.functional import conv
 
-    case = CASES[index]
-    inputs, grad_output, ref_out, ref_grads = _reference(index)
     for path, limit in (("single product, sum", 0), ("per image, product", 10**9)):
         monkeypatch.setattr(conv, "_PER_IMAGE_MAX_COLUMNS", limit)
         monkeypatch.setattr(conv, "_BIAS_PRODUCT_MIN_ELEMENTS", 10**9 - limit)
-        out, grads = run_case(case, inputs, grad_output, NUMPY, dtype)
-        assert_close(out, ref_out, dtype=dtype, what=f"{case} forward ({path})")
-        for position, (grad, ref) in enumerate(zip(grads, ref_grads)):
-            if ref is not None:
-                assert_close(grad, ref, dtype=dtype, what=f"{case} grad {position} ({path})")
+        _run_against_torch(index, NUMPY, dtype, f"{CASES[index]} ({path})")
 
 
 @pytest.mark.parametrize("index", CONV_INDICES, ids=[str(CASES[i]) for i in CONV_INDICES])
@@ -140,17 +139,10 @@ def test_gathered_windows_match_sliced(index, dtype, grad_input_method, monkeypa
     calls, kh·kw slices for the rest) give bit-identical results, and torch's."""
     from portaconv import window
 
-    case = CASES[index]
-    inputs, grad_output, ref_out, ref_grads = _reference(index)
     results = {}
     for path, limit in (("slices", -1), ("gather", 10**9)):
         monkeypatch.setattr(window, "_GATHER_MAX_ELEMENTS", limit)
-        out, grads = run_case(case, inputs, grad_output, NUMPY, dtype)
-        results[path] = [to_numpy(out)] + [None if g is None else to_numpy(g) for g in grads]
-        assert_close(out, ref_out, dtype=dtype, what=f"{case} forward ({path})")
-        for position, (grad, ref) in enumerate(zip(grads, ref_grads)):
-            if ref is not None:
-                assert_close(grad, ref, dtype=dtype, what=f"{case} grad {position} ({path})")
+        results[path] = _run_against_torch(index, NUMPY, dtype, f"{CASES[index]} ({path})")
     for sliced, gathered in zip(results["slices"], results["gather"]):
         assert (sliced is None and gathered is None) or np.array_equal(sliced, gathered)
 
@@ -170,19 +162,12 @@ def test_window_kernels_match_generic(index, dtype, grad_input_method, monkeypat
     for name in ("im2col", "col2im"):
         kernel = getattr(_cuda, name)
         monkeypatch.setattr(_cuda, name, lambda *args, _kernel=kernel, _name=name, **kwargs: calls.append(_name) or _kernel(*args, **kwargs))
-    case = CASES[index]
-    inputs, grad_output, ref_out, ref_grads = _reference(index)
     results = {}
     for path in ("generic", "auto"):
         monkeypatch.setattr(window, "WINDOW_KERNELS", path)
         calls.clear()
-        out, grads = run_case(case, inputs, grad_output, CUPY[0], dtype)
+        results[path] = _run_against_torch(index, CUPY[0], dtype, f"{CASES[index]} ({path})")
         assert bool(calls) == (path == "auto"), f"kernels called: {calls}"
-        results[path] = [to_numpy(out)] + [None if g is None else to_numpy(g) for g in grads]
-        assert_close(out, ref_out, dtype=dtype, what=f"{case} forward ({path})")
-        for position, (grad, ref) in enumerate(zip(grads, ref_grads)):
-            if ref is not None:
-                assert_close(grad, ref, dtype=dtype, what=f"{case} grad {position} ({path})")
     for generic, kernels in zip(results["generic"], results["auto"]):
         assert (generic is None and kernels is None) or np.array_equal(generic, kernels, equal_nan=True)
 
