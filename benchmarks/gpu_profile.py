@@ -3,16 +3,23 @@
 Usage on a CUDA machine (CuPy and torch with CUDA): ``python benchmarks/gpu_profile.py``.
 
 For each shape it prints, per call, GPU time (CUDA events, median) and host time: the forward,
-each gradient and the whole backward with the window kernels (``WINDOW_KERNELS = "auto"``) and
-with the generic slice copies, then the parts of the kernel path: the im2col kernel, the three
-matrix products and the col2im kernel. The README's "GPU" section quotes its output on an H100.
+each gradient and the whole backward with the raw CUDA kernels (``portaconv.options(kernels="auto")``)
+and with the Array API reference's slice copies (``kernels="reference"``), then the parts of the
+kernel path: im2col, the three matrix products and col2im (``portaconv.primitives``), each primitive
+also on the reference path. The README's "GPU" section quotes its output on an H100.
+
+Nothing here imports CuPy or torch until :func:`profile` runs.
 """
 
 import numpy as np
 
+import portaconv
 import portaconv.functional as F
-from portaconv import window
+from portaconv import primitives
 from portaconv._backend import get_namespace
+from portaconv.primitives.window import Window
+
+KERNELS = {"reference": "reference", "kernel": "auto"}  # label: portaconv.options(kernels=...)
 
 SHAPES = [  # (N, C, H=W, K, kernel, padding, stride)
     (32, 64, 56, 64, 3, 1, 1),
@@ -60,26 +67,31 @@ def profile(n, c, size, k, kernel, padding, stride):
     conv = dict(stride=stride, padding=padding)
     out = F.conv2d(x, weight, None, **conv)
     grad = cupy.ones(out.shape, dtype=cupy.float32)
-    oh = out.shape[2]
+    oh, ow = out.shape[2], out.shape[3]
     rows = {}
-    for method in ("generic", "auto"):
-        window.WINDOW_KERNELS = method
-        rows[f"forward {method}"] = _cupy_ms(lambda: F.conv2d(x, weight, None, **conv))
-        rows[f"grad_input {method}"] = _cupy_ms(lambda: F.conv2d_grad_input(grad, weight, input_shape=x.shape, **conv))
-        rows[f"grad_weight {method}"] = _cupy_ms(lambda: F.conv2d_grad_weight(grad, x, weight_shape=weight.shape, **conv))
-        rows[f"backward {method}"] = _cupy_ms(lambda: F.conv2d_backward(grad, x, weight, None, **conv))
-    pads = (padding,) * 4
-    x_padded = window._padded(x.transpose(1, 0, 2, 3), pads, xp)
-    rows["im2col kernel"] = _cupy_ms(lambda: window._im2col(x_padded, kernel, kernel, stride, stride, 1, 1, oh, oh, xp))
-    cols = window._im2col(x_padded, kernel, kernel, stride, stride, 1, 1, oh, oh, xp)
+    # The options are read when each call runs, so every timed call sits inside its block.
+    for label, kernels in KERNELS.items():
+        with portaconv.options(kernels=kernels):
+            rows[f"forward {label}"] = _cupy_ms(lambda: F.conv2d(x, weight, None, **conv))
+            rows[f"grad_input {label}"] = _cupy_ms(lambda: F.conv2d_grad_input(grad, weight, input_shape=x.shape, **conv))
+            rows[f"grad_weight {label}"] = _cupy_ms(lambda: F.conv2d_grad_weight(grad, x, weight_shape=weight.shape, **conv))
+            rows[f"backward {label}"] = _cupy_ms(lambda: F.conv2d_backward(grad, x, weight, None, **conv))
+    # The whole batch in one column matrix (the convolutions split it by portaconv's workspace_limit).
+    geometry = Window(kernel, kernel, stride, stride, 1, 1, padding, padding, oh, ow)
+    with portaconv.options(kernels="auto"):
+        cols = primitives.im2col(x, geometry, xp)  # (C·kh·kw, N·oh·ow), columns in (n, a, b) order
     weight_matrix = weight.reshape(k, -1)
-    grad_matrix = cupy.ascontiguousarray(grad.transpose(1, 0, 2, 3)).reshape(k, -1)
+    grad_matrix = cupy.ascontiguousarray(grad.transpose(1, 0, 2, 3)).reshape(k, -1)  # (K, N·oh·ow)
+    grad_cols = cupy.matmul(weight_matrix.T, grad_matrix)
+    for label, kernels in KERNELS.items():
+        with portaconv.options(kernels=kernels):
+            rows[f"im2col {label}"] = _cupy_ms(lambda: primitives.im2col(x, geometry, xp))
     rows["product: forward"] = _cupy_ms(lambda: cupy.matmul(weight_matrix, cols))
     rows["product: weight gradient"] = _cupy_ms(lambda: cupy.matmul(cols, grad_matrix.T))
     rows["product: input columns"] = _cupy_ms(lambda: cupy.matmul(weight_matrix.T, grad_matrix))
-    grad_cols = cupy.matmul(weight_matrix.T, grad_matrix)
-    shape = x_padded.shape
-    rows["col2im kernel"] = _cupy_ms(lambda: window._col2im(grad_cols, shape, kernel, kernel, stride, stride, 1, 1, oh, oh, xp, crop=pads))
+    for label, kernels in KERNELS.items():
+        with portaconv.options(kernels=kernels):
+            rows[f"col2im {label}"] = _cupy_ms(lambda: primitives.col2im(grad_cols, x.shape, geometry, xp))
 
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -93,7 +105,7 @@ def profile(n, c, size, k, kernel, padding, stride):
 
     torch_forward = _torch_ms(lambda: torch.nn.functional.conv2d(tx, tw, None, stride, padding))
     torch_both = _torch_ms(torch_forward_backward)
-    ours = rows["forward auto"][0] + rows["backward auto"][0]
+    ours = rows["forward kernel"][0] + rows["backward kernel"][0]
     flops = 2 * n * k * c * kernel * kernel * oh * oh
     print(f"\nN{n} C{c} {size}² K{k} {kernel}×{kernel}/{stride}: {flops / 1e9:.2f} GFLOP per pass; torch forward "
           f"{torch_forward:.3f} ms, forward+backward {torch_both:.3f} ms; portaconv {ours:.3f} ms (ratio {torch_both / ours:.2f})")

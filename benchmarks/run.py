@@ -6,7 +6,7 @@
 import argparse
 import sys
 
-from portaconv.bench import add_arguments, main
+from portaconv.app.bench import add_arguments, main
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -12,13 +12,14 @@ import numpy as _np
 __all__ = ["BACKENDS", "get_namespace", "asarray", "to_numpy", "backend_name", "namespace_of"]
 
 #: Backend names accepted by :func:`get_namespace`.
-BACKENDS = ("numpy", "cupy", "torch", "array_api_strict")
+BACKENDS = ("numpy", "cupy", "torch", "array_api_strict", "jax")
 
 _INSTALL = {
     "numpy": "pip install numpy",
     "cupy": "pip install 'portaconv[cupy]' (CuPy for CUDA 12: cupy-cuda12x; CUDA 13: cupy-cuda13x)",
     "torch": "pip install torch (CPU only: pip install torch --index-url https://download.pytorch.org/whl/cpu)",
     "array_api_strict": "pip install array-api-strict",
+    "jax": "pip install 'jax[cpu]' (or jax[cuda12] for NVIDIA GPUs)",
 }
 
 
@@ -41,7 +42,7 @@ def get_namespace(backend):
 
     Parameters
     ----------
-    backend : {"numpy", "cupy", "torch", "array_api_strict"} or module
+    backend : {"numpy", "cupy", "torch", "array_api_strict", "jax"} or module
         A backend name, or a module object: ``numpy``, ``cupy``, ``torch``, ``array_api_strict``
         or an ``array_api_compat`` wrapper of one of them.
 
@@ -64,6 +65,8 @@ def get_namespace(backend):
         if name.startswith("array_api_compat."):
             name = name.split(".", 1)[1]
         name = name.split(".")[0]
+        if name == "jaxlib":
+            name = "jax"
         if name not in BACKENDS:
             raise ValueError(f"backend module {backend.__name__!r} is not one of the supported backends {BACKENDS}")
         backend = name
@@ -79,6 +82,8 @@ def get_namespace(backend):
         _cupy_check(module)
     if backend == "array_api_strict":
         return module
+    if backend == "jax":
+        return importlib.import_module("jax.numpy")  # JAX implements the standard in jax.numpy itself
     return importlib.import_module(f"array_api_compat.{backend}")
 
 
@@ -91,8 +96,23 @@ def is_numpy(xp) -> bool:
 
 
 def backend_name(x) -> str:
-    """Name of the library an array belongs to (``"numpy"``, ``"torch"``, ...)."""
-    return type(x).__module__.split(".")[0]
+    """Name of the library an array belongs to (``"numpy"``, ``"torch"``, ``"jax"``, ...).
+
+    A JAX array is ``"jax"`` both when concrete (its class lives in ``jaxlib``) and when traced
+    under ``jax.jit`` / ``jax.grad`` (a ``jax`` tracer), so that a jitted function may mix its
+    traced arguments with the concrete arrays it closes over.
+    """
+    name = type(x).__module__.split(".")[0]
+    return "jax" if name == "jaxlib" else name
+
+
+def _library(xp) -> str:
+    """The :func:`backend_name` of a namespace's arrays: ``"jax"`` for ``jax.numpy``, ``"numpy"``
+    for ``array_api_compat.numpy``, ``"array_api_strict"`` for itself."""
+    name = xp.__name__
+    if name.startswith("array_api_compat."):
+        name = name.split(".", 1)[1]
+    return name.split(".")[0]
 
 
 def namespace_of(*arrays):
@@ -126,13 +146,20 @@ def asarray(data, *, backend="numpy", dtype=None, device=None):
     ----------
     data : array_like
         Nested sequences, a scalar, or an array of any backend (copied through the host when its
-        library differs from ``backend``).
+        library differs from ``backend``; an array of the backend's own library, a JAX tracer
+        under ``jax.jit`` included, goes to its ``asarray`` directly).
     backend : str or module, keyword-only
         See :func:`get_namespace`.
     dtype : str or dtype, optional
         ``"float32"``, ``"float64"``, ... or a dtype of the backend.
     device : optional
         A device of the backend (for example ``"cuda:0"`` for torch).
+
+    Raises
+    ------
+    ValueError
+        For a dtype name the backend lacks, or when the backend makes another dtype than asked
+        (JAX without ``jax_enable_x64`` turns float64 into float32).
     """
     xp = get_namespace(backend)
     if isinstance(dtype, str):
@@ -140,9 +167,16 @@ def asarray(data, *, backend="numpy", dtype=None, device=None):
             raise ValueError(f"dtype={dtype!r} is not a dtype of backend {backend!r}")
         dtype = getattr(xp, dtype)
     if array_api_compat.is_array_api_obj(data) and not isinstance(data, (int, float, bool, complex)):
-        if backend_name(data) != xp.__name__.split(".")[-1] and backend_name(data) != xp.__name__:
-            data = to_numpy(data)
-    return xp.asarray(data, dtype=dtype, device=device)
+        if backend_name(data) != _library(xp):
+            data = to_numpy(data)  # another library's array: through the host (never a traced one)
+    out = xp.asarray(data, dtype=dtype, device=device)
+    if dtype is not None and out.dtype != dtype:
+        # JAX without jax_enable_x64 turns float64 into float32 silently.
+        raise ValueError(
+            f"backend {backend!r} made {out.dtype} where {dtype} was asked for"
+            + ("; enable 64-bit floats with jax.config.update('jax_enable_x64', True)" if "jax" in xp.__name__ else "")
+        )
+    return out
 
 
 def to_numpy(x):

@@ -8,8 +8,28 @@ import numpy as np
 _NUMPY_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+def is_eager(x) -> bool:
+    """Whether ``x``'s values may be read on the host (``bool(...)``, ``int(...)``) for a check.
+
+    False for lazy arrays (Dask, ...) and for JAX tracers (under ``jax.jit``, ``jax.grad``,
+    ``jax.vmap``), where reading a value is a host synchronization the trace cannot make. A
+    concrete JAX array is eager here (``array_api_compat.is_lazy_array`` calls every JAX array
+    lazy): outside a trace its values are checked as NumPy's and torch's are.
+    """
+    if array_api_compat.is_jax_array(x):
+        import jax  # already imported: x is one of its arrays
+
+        return not isinstance(x, jax.core.Tracer)
+    return not array_api_compat.is_lazy_array(x)
+
+
 def check_float_arrays(op: str, xp, **arrays):
-    """All non-None ``arrays`` share one real floating dtype and one device."""
+    """All non-None ``arrays`` share one real floating dtype and one device.
+
+    Dtypes and devices only, never values: safe under ``jax.jit``. A JAX tracer has no device
+    (``array_api_compat.device`` gives None); it is not compared, so a jitted function may mix its
+    traced arguments with concrete arrays it closes over.
+    """
     present = {name: a for name, a in arrays.items() if a is not None}
     first_name, first = next(iter(present.items()))
     if all(type(a) is np.ndarray for a in present.values()) and first.dtype in _NUMPY_FLOATS and all(
@@ -27,12 +47,13 @@ def check_float_arrays(op: str, xp, **arrays):
             raise TypeError(
                 f"{op}: {name} has dtype {a.dtype} but {first_name} has dtype {first.dtype}; use one floating dtype"
             )
-    first_device = array_api_compat.device(first)
-    for name, a in present.items():
-        if array_api_compat.device(a) != first_device:
-            raise ValueError(
-                f"{op}: {name} is on device {array_api_compat.device(a)} but {first_name} is on {first_device}"
-            )
+    devices = {name: array_api_compat.device(a) for name, a in present.items()}
+    known = {name: d for name, d in devices.items() if d is not None}  # None: a JAX tracer
+    if known:
+        reference_name, reference_device = next(iter(known.items()))
+        for name, d in known.items():
+            if d != reference_device:
+                raise ValueError(f"{op}: {name} is on device {d} but {reference_name} is on {reference_device}")
 
 
 def check_ndim(op: str, name: str, x, ndims, layout: str):

@@ -42,7 +42,7 @@ class Backend:
 
 
 def available_backends(selection=None) -> list:
-    """Backends usable here: numpy, array_api_strict, torch (CPU), cupy and torch-cuda with a GPU.
+    """Backends usable here: numpy, array_api_strict, torch (CPU), jax, cupy and torch-cuda with a GPU.
 
     ``selection`` (default: the ``PORTACONV_BACKENDS`` variable, comma-separated) picks a subset;
     naming a backend that is not usable raises ``ValueError``.
@@ -52,7 +52,7 @@ def available_backends(selection=None) -> list:
     from ._backend import get_namespace
 
     found = {}
-    for name in ("numpy", "array_api_strict", "torch", "cupy"):
+    for name in ("numpy", "array_api_strict", "torch", "cupy", "jax"):
         try:
             found[name] = Backend(name, get_namespace(name))
         except (ImportError, RuntimeError):

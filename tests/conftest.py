@@ -6,11 +6,19 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
+import portaconv
 from portaconv.testing import available_backends
 
 settings.register_profile("default", max_examples=60, deadline=None, derandomize=True)
 settings.register_profile("ci", max_examples=200, deadline=None, derandomize=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "default"))
+
+try:  # float64 on JAX (its default is float32 only)
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+except ImportError:
+    pass
 
 BACKENDS = available_backends()
 
@@ -47,34 +55,23 @@ def torch():
     return pytest.importorskip("torch")
 
 
-@pytest.fixture(params=["stride0", "col2im"])
-def grad_input_method(request, monkeypatch):
-    """Force one of conv2d's two input-gradient paths (the default picks per shape)."""
-    import portaconv.functional.conv as conv
-
-    monkeypatch.setattr(conv, "GRAD_INPUT_METHOD", request.param)
-    return request.param
+@pytest.fixture(params=["col2im", "stride0"])
+def grad_input_method(request):
+    """Run with one of conv2d's two input-gradient formulations (portaconv.options(grad_input=))."""
+    with portaconv.options(grad_input=request.param):
+        yield request.param
 
 
 @pytest.fixture(params=["im2col", "winograd"])
-def conv_algorithm(request, monkeypatch):
+def conv_algorithm(request):
     """Force one convolution algorithm (Winograd applies to 3×3, stride 1, dilation 1, one group;
     other convolutions keep im2col)."""
-    import portaconv.functional.conv as conv
-
-    monkeypatch.setattr(conv, "CONV_ALGORITHM", request.param)
-    return request.param
+    with portaconv.options(algorithm=request.param):
+        yield request.param
 
 
-@pytest.fixture(params=[1, 2], ids=["serial", "threads"])
-def numpy_threads(request, monkeypatch):
-    """NumPy convolutions serial, or split across 2 threads even for the tests' tiny batches."""
-    import portaconv
-    from portaconv import _threads
-
-    if request.param > 1:
-        pytest.importorskip("threadpoolctl")
-        monkeypatch.setattr(_threads, "_MIN_WORK", 0)
-    previous = portaconv.set_num_threads(request.param)
-    yield request.param
-    portaconv.set_num_threads(previous)
+@pytest.fixture(params=["auto", "reference"])
+def kernels(request):
+    """The backend's registered kernels (numba on NumPy, CUDA on CuPy) or the Array API reference."""
+    with portaconv.options(kernels=request.param):
+        yield request.param

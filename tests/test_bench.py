@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from portaconv import bench
+from portaconv.app import bench
 
 pytest.importorskip("torch")
 
@@ -11,8 +11,7 @@ pytest.importorskip("torch")
 @pytest.mark.parametrize("isolate", [False, True])
 def test_run_suite_rows(isolate):
     lines = []
-    rows = bench.run_suite("seed", only=["seed 002"], repeat=2, warmup=1, budget=0.01, isolate=isolate,
-                           process_setup={"tune_allocator": False}, out=lines.append)
+    rows = bench.run_suite("seed", only=["seed 002"], repeat=2, warmup=1, budget=0.01, isolate=isolate, out=lines.append)
     assert [(r["workload"], r["mode"]) for r in rows] == [("conv2d seed 002: 1×1×28², 6@3×3", "forward+backward")]
     row = rows[0]
     assert row["seconds"] > 0 and row["torch_seconds"] > 0

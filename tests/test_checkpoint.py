@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from portaconv import models, to_numpy
-from portaconv.checkpoint import load_checkpoint, save_checkpoint
+from portaconv import to_numpy
+from portaconv.app import models
+from portaconv.app.checkpoint import load_checkpoint, save_checkpoint
 
 
 def test_round_trip_on_every_backend(tmp_path, backend):

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from portaconv import datasets
+from portaconv.app import datasets
 
 
 def _run(*args, cwd=None, env=None):
@@ -22,9 +22,9 @@ def test_check_numpy_passes():
 
 
 def test_check_unknown_backend_fails_clearly():
-    result = _run("check", "--backend", "jax")
+    result = _run("check", "--backend", "tensorflow")
     assert result.returncode == 2
-    assert "backend='jax' is not one of" in result.stderr
+    assert "backend='tensorflow' is not one of" in result.stderr
 
 
 def test_bench_on_a_missing_backend_fails_clearly():

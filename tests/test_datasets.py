@@ -7,8 +7,9 @@ import struct
 import numpy as np
 import pytest
 
-from portaconv import datasets, to_numpy
-from portaconv.datasets import DatasetError
+from portaconv import to_numpy
+from portaconv.app import datasets
+from portaconv.app.datasets import DatasetError
 
 
 def _idx(array):

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from array_api_compat import device
-
-from .._backend import is_numpy
-
 from .._validate import check_float_arrays, check_ndim
 
 
@@ -25,27 +21,3 @@ def batched(op, input, xp, grad_output=None, *, layout="(N, C, H, W) or unbatche
 
 def unbatch(x, unbatched):
     return x[0, ...] if unbatched else x
-
-
-def all_finite(values, xp) -> bool:
-    """Whether every element is finite, from the sum: one reduction instead of an ``isfinite``
-    pass and an ``all`` pass. Conservative: a sum of finite values that overflows says False,
-    which only sends the caller down its exact (slower) path."""
-    return bool(xp.isfinite(xp.sum(values)))
-
-
-def masked(values, mask, xp, *, finite=None):
-    """``where(mask, values, 0)``.
-
-    Multiplying by the mask gives the same numbers for finite values and runs without the
-    data-dependent branches that make NumPy's ``where`` ~10x slower on random masks; non-finite
-    values (where ``inf * 0`` would give NaN) take the ``where`` path. ``finite`` passes a check
-    already made on ``values``.
-    """
-    if finite is None:
-        finite = all_finite(values, xp)
-    if finite:
-        if is_numpy(xp):
-            return values * mask  # NumPy casts the mask inside the multiplication: one pass less
-        return values * xp.astype(mask, values.dtype)
-    return xp.where(mask, values, xp.zeros((), dtype=values.dtype, device=device(values)))

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from array_api_compat import device
 
-from .._backend import is_numpy, namespace_of
-from ._common import masked
+from .._backend import namespace_of
 from .._validate import check_float_arrays, check_shape
 
 __all__ = ["relu", "relu_backward", "tanh", "tanh_backward", "sigmoid", "sigmoid_backward"]
@@ -26,11 +25,8 @@ def relu(input):
     """
     xp = namespace_of(input)
     _checked("relu", xp, input)
-    # The standard's maximum propagates NaN, as torch's relu does. NumPy's maximum has no SIMD loop
-    # for a broadcast scalar: against a whole array of zeros it runs 1.5x faster, allocation included
-    # (measured: 0.51 → 0.34 ms on 64×32×26×26 float32).
-    zeros = xp.zeros_like(input) if is_numpy(xp) else xp.zeros((), dtype=input.dtype, device=device(input))
-    return xp.maximum(input, zeros)
+    # The standard's maximum propagates NaN, as torch's relu does.
+    return xp.maximum(input, xp.zeros((), dtype=input.dtype, device=device(input)))
 
 
 def relu_backward(grad_output, input):
@@ -44,7 +40,7 @@ def relu_backward(grad_output, input):
     xp = namespace_of(grad_output, input)
     _checked("relu_backward", xp, input, grad_output)
     # torch's threshold_backward zeroes where input <= 0; "input > 0" would also zero NaN inputs.
-    return (masked(grad_output, ~(input <= 0), xp),)
+    return (xp.where(input <= 0, xp.zeros((), dtype=grad_output.dtype, device=device(grad_output)), grad_output),)
 
 
 def tanh(input):

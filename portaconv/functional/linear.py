@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-from .. import _threads
 from .._backend import namespace_of
 from .._shapes import _is_int
 from .._validate import check_float_arrays, check_shape
@@ -27,7 +26,6 @@ def _check_linear(op, input, weight, bias, xp, grad_output=None):
         check_shape(op, "grad_output", grad_output, (*input.shape[:-1], weight.shape[0]))
 
 
-@_threads.single_threaded_blas
 def linear(input, weight, bias=None):
     """Affine map ``input @ weight.T + bias``, as ``torch.nn.functional.linear``.
 
@@ -44,7 +42,6 @@ def linear(input, weight, bias=None):
     return out if bias is None else out + bias
 
 
-@_threads.single_threaded_blas
 def linear_backward(grad_output, input, weight, bias=None):
     """Gradients of :func:`linear`: ``(grad_output @ weight, grad_outputᵀ @ input, sum(grad_output))``.
 

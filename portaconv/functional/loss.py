@@ -11,7 +11,7 @@ from array_api_compat import device as _device
 
 from .._backend import namespace_of
 from .._shapes import _is_int
-from .._validate import check_choice, check_float_arrays, check_shape
+from .._validate import check_choice, check_float_arrays, check_shape, is_eager
 
 __all__ = [
     "softmax",
@@ -119,6 +119,22 @@ def _targets(op, input, target, reduction, ignore_index, xp):
         )
     classes = input.shape[1]
     kept = target != ignore_index
+    if is_eager(kept):
+        # Values are only checked on eager arrays (concrete JAX arrays included): under jax.jit (or
+        # on Dask) reading them would be a host synchronization the trace cannot make; there an
+        # out-of-range target selects no class. ``kept``, not ``target``: inside a jit trace even a
+        # closed-over concrete target gives traced comparisons.
+        _check_target_range(op, target, kept, classes, ignore_index, xp)
+    class_axis = xp.reshape(
+        xp.arange(classes, dtype=target.dtype, device=_device(target)), (1, classes) + (1,) * (input.ndim - 2)
+    )
+    # Boolean: the losses pick the target's entry with where, never by multiplying (0 · -inf = NaN
+    # for a log-probability of -inf in a class that is not the target).
+    hot = (xp.expand_dims(target, axis=1) == class_axis) & xp.expand_dims(kept, axis=1)
+    return input, hot, kept, unbatched
+
+
+def _check_target_range(op, target, kept, classes, ignore_index, xp):
     bad = kept & ((target < 0) | (target >= classes))
     if bool(xp.any(bad)):
         values = xp.where(bad, target, xp.zeros_like(target))
@@ -128,13 +144,6 @@ def _targets(op, input, target, reduction, ignore_index, xp):
             f"{op}: target value {wrong} is out of range for {classes} classes "
             f"(expected 0..{classes - 1} or ignore_index={ignore_index})"
         )
-    class_axis = xp.reshape(
-        xp.arange(classes, dtype=target.dtype, device=_device(target)), (1, classes) + (1,) * (input.ndim - 2)
-    )
-    # Boolean: the losses pick the target's entry with where, never by multiplying (0 · -inf = NaN
-    # for a log-probability of -inf in a class that is not the target).
-    hot = (xp.expand_dims(target, axis=1) == class_axis) & xp.expand_dims(kept, axis=1)
-    return input, hot, kept, unbatched
 
 
 def _reduce(losses, kept, reduction, unbatched, xp):
@@ -176,6 +185,13 @@ def nll_loss(input, target, reduction="mean", ignore_index=-100):
     input : (N, C), (N, C, d1, ...) or (C,)
     target : (N,), (N, d1, ...) or () integer
     output : () or, with reduction="none", target's shape
+
+    Raises
+    ------
+    ValueError
+        For a target outside ``0..C-1`` that is not ``ignore_index``: checked on eager arrays only
+        (NumPy, torch, CuPy, concrete JAX arrays). Under ``jax.jit`` or on lazy arrays the values
+        are not read (that would be a host synchronization); such a target selects no class.
     """
     xp = namespace_of(input, target)
     x, hot, kept, unbatched = _targets("nll_loss", input, target, reduction, ignore_index, xp)
@@ -189,6 +205,8 @@ def nll_loss_backward(grad_output, input, target, reduction="mean", ignore_index
     Shapes
     ------
     returns : ((input shape), None)
+
+    Target values are checked as in the forward: on eager arrays only.
     """
     xp = namespace_of(grad_output, input, target)
     op = "nll_loss_backward"
@@ -214,6 +232,13 @@ def cross_entropy(input, target, reduction="mean", ignore_index=-100, label_smoo
     input : (N, C), (N, C, d1, ...) or (C,)
     target : (N,), (N, d1, ...) or () integer
     output : () or, with reduction="none", target's shape
+
+    Raises
+    ------
+    ValueError
+        For a target outside ``0..C-1`` that is not ``ignore_index``: checked on eager arrays only
+        (NumPy, torch, CuPy, concrete JAX arrays). Under ``jax.jit`` or on lazy arrays the values
+        are not read (that would be a host synchronization); such a target selects no class.
     """
     xp = namespace_of(input, target)
     op = "cross_entropy"
@@ -233,6 +258,8 @@ def cross_entropy_backward(grad_output, input, target, reduction="mean", ignore_
     Shapes
     ------
     returns : ((input shape), None)
+
+    Target values are checked as in the forward: on eager arrays only.
     """
     xp = namespace_of(grad_output, input, target)
     op = "cross_entropy_backward"

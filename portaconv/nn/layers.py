@@ -11,7 +11,6 @@ from .. import functional as F
 from .._backend import get_namespace, namespace_of
 from .._shapes import _padding4, _pair
 from ..functional import conv as _conv
-from ..functional import pooling as _pooling
 from .module import Module, Parameter
 
 __all__ = [
@@ -74,16 +73,12 @@ class Conv2d(_Parametrized):
 
     def forward(self, x):
         self.input = x
-        # Training: the forward's im2col columns are kept for the weight gradient (NumPy, small
-        # layers; see portaconv.functional.conv.SavedColumns).
-        self.columns = _conv.SavedColumns(getattr(self, "columns", None)) if self.training else None
-        bias = None if self.bias is None else self.bias.data
-        return _conv._conv2d(x, self.weight.data, bias, *self._params(), None, self.columns)
+        return F.conv2d(x, self.weight.data, None if self.bias is None else self.bias.data, *self._params())
 
     def backward(self, grad_output, *, input_grad=True):
         bias = None if self.bias is None else self.bias.data
         grad_input, grad_weight, grad_bias = _conv._conv2d_backward(
-            grad_output, self.input, self.weight.data, bias, *self._params(), None, input_grad=input_grad, saved=self.columns
+            grad_output, self.input, self.weight.data, bias, *self._params(), input_grad=input_grad
         )
         self._accumulate(grad_weight, grad_bias)
         return grad_input
@@ -153,16 +148,10 @@ class MaxPool2d(Module):
 
     def forward(self, x):
         self.input = x
-        if not self.training:
-            self.maxima = None
-            return F.max_pool2d(x, **self.params)
-        # The backward reads the window maxima again: kept, not found twice (torch-style flat
-        # indices would cost more, converted both ways).
-        out, self.maxima = _pooling._max_pool2d_keeping(x, **self.params)
-        return out
+        return F.max_pool2d(x, **self.params)
 
     def backward(self, grad_output, *, input_grad=True):
-        return _pooling._max_pool2d_backward(grad_output, self.input, **self.params, maxima=self.maxima)[0]
+        return F.max_pool2d_backward(grad_output, self.input, **self.params)[0]
 
     def extra_repr(self):
         return ", ".join(f"{k}={v}" for k, v in self.params.items())
@@ -264,7 +253,7 @@ class Sequential(Module):
     """Layers applied in order; ``backward`` runs them in reverse.
 
     A ReLU directly followed by a MaxPool2d without dilation runs after the pooling instead, on
-    kernel-area times fewer elements (seed-cnn's first ReLU: 1.9 → 0.5 ms of a training step).
+    kernel-area times fewer elements.
     Values and gradients are the same: relu is monotone, so the maximum of relu(x) is relu of the
     maximum (every undilated window holds an input pixel); where that maximum is positive both
     orders pick the same first maximum, and elsewhere both gradients are zero.

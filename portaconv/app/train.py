@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 from array_api_compat import device as _device
 
-from . import __version__, datasets, models, nn, optim
-from ._backend import get_namespace
+from .. import __version__, nn, optim
+from .._backend import get_namespace
+from . import datasets, models
 from .checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = ["train", "evaluate", "evaluate_checkpoint", "versions"]
@@ -85,14 +86,11 @@ def train(model="seed-cnn", *, backend="numpy", dtype="float32", device=None, ep
           command=None):
     """Train a built-in model; returns the metrics dict also written to ``out/metrics.json``.
 
-    Flags left ``None`` take the model's defaults (:data:`portaconv.models.DEFAULTS`). The learning
+    Flags left ``None`` take the model's defaults (:data:`portaconv.app.models.DEFAULTS`). The learning
     rate follows a cosine schedule over the epochs.
     """
     from tqdm.auto import tqdm
 
-    from ._config import tune_allocator
-
-    tune_allocator()  # our own process: keep freed memory mapped (see its docstring)
     defaults = models.DEFAULTS[model] if model in models.DEFAULTS else {}
     epochs = defaults.get("epochs", 10) if epochs is None else epochs
     batch_size = defaults.get("batch_size", 64) if batch_size is None else batch_size

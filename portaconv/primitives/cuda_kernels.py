@@ -1,10 +1,9 @@
-"""CuPy raw kernels behind the window helpers (the GPU fast path of :mod:`portaconv.window`).
+"""CuPy raw kernels for the im2col and col2im primitives (registered for the "cupy" family).
 
-The generic path builds a column matrix from ``kh·kw`` slice copies of an input that was first
+The reference builds a column matrix from ``kh·kw`` slice copies of an input that was first
 padded (and, for the stride0 backward, dilated) by another copy, and scatter-adds columns back tap
-by tap. On a GPU each of those is a launch and a pass over device memory: measured on an H100
-(N32 C64 56², float32), padding 0.12 ms + im2col 0.45 ms + col2im 0.43 ms around products of
-0.22–0.28 ms. Here each is one launch:
+by tap. On a GPU each of those is a launch and a pass over device memory (docs/performance.md has the
+H100 measurements). Here each is one launch:
 
 * :func:`im2col` reads a (C, N, H, W) view of any strides as if it were padded by ``pads`` and
   dilated by ``lhs`` (zeros inserted between its pixels: the stride0 of the input gradient), and
@@ -19,6 +18,9 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+
+from .dispatch import register
+from .reference import col2im as _reference_col2im
 
 _SOURCE = r"""
 // One thread per input position of the columns, (c, n, a, b) with b fastest: it writes that
@@ -161,4 +163,22 @@ def col2im(cols, shape, kh, kw, sh, sw, dh, dw, oh, ow, *, pads):
             largest = max(cols.size, out.size + _THREADS * _MAX_BLOCKS)
             _launch("col2im", cols.dtype, out.size, largest, (cols, out, out.size, channels, batch, height, width,
                                                              kh, kw, sh, sw, dh, dw, pads[0], pads[2], oh, ow))
+    return out.transpose(1, 0, 2, 3)
+
+
+@register("im2col", "cupy")
+def _im2col(x, w, xp):
+    """The im2col primitive: the kernel reads the (N, C, H, W) input through a (C, N, H, W) view."""
+    return im2col(x.transpose(1, 0, 2, 3), w.kh, w.kw, w.sh, w.sw, w.dh, w.dw, w.oh, w.ow,
+                  pads=(w.top, None, w.left, None), lhs=(w.lh, w.lw))
+
+
+@register("col2im", "cupy")
+def _col2im(cols, shape, w, xp):
+    """The col2im primitive (no input dilation: the reference handles that case)."""
+    if (w.lh, w.lw) != (1, 1):
+        return _reference_col2im(cols, shape, w, xp)
+    batch, channels, height, width = shape
+    out = col2im(cols, (channels, batch, height, width), w.kh, w.kw, w.sh, w.sw, w.dh, w.dw, w.oh, w.ow,
+                 pads=(w.top, None, w.left, None))
     return out.transpose(1, 0, 2, 3)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._backend import get_namespace
+from .._backend import get_namespace
 
 __all__ = ["DatasetError", "Dataset", "SPECS", "load", "find_files", "parse_idx", "batches"]
 

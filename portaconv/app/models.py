@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import nn
+from .. import nn
 
 __all__ = ["MODELS", "DEFAULTS", "build"]
 

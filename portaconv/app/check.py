@@ -1,19 +1,25 @@
-"""``portaconv check``: every functional op, forward and backward, on one backend against float64
-NumPy (portaconv's own generic path), with no torch needed."""
+"""``portaconv check``: every functional op, forward and backward, on one backend (its kernels and
+``"auto"`` choices, as a user runs it) against float64 NumPy on the Array API reference path
+(``portaconv.options(reference=True)``: reference primitives, im2col, col2im gradients), with no
+torch needed."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import functional as F
-from .testing import CASES, TOLERANCES, Backend, available_backends, make_inputs, max_error, run_case
+from .. import functional as F
+from .. import options
+from ..testing import CASES, TOLERANCES, Backend, available_backends, make_inputs, max_error, run_case
 
 __all__ = ["run_check"]
 
 
 def run_check(backend_name, *, device=None, cases=CASES, out=print) -> int:
-    """Print a pass/fail table per op and dtype; return 0 when everything is within tolerance."""
-    from ._backend import get_namespace
+    """Print a pass/fail table per op and dtype; return 0 when everything is within tolerance.
+
+    The backend runs under the settings in force; the float64 NumPy reference runs under
+    ``portaconv.options(reference=True)``, so no compiled kernel checks itself."""
+    from .._backend import get_namespace
 
     if backend_name == "torch-cuda":
         backend = next(b for b in available_backends([backend_name]))
@@ -31,9 +37,10 @@ def run_check(backend_name, *, device=None, cases=CASES, out=print) -> int:
             row["cases"] += 1
             try:
                 if ref_out is None:
-                    shape = np.shape(getattr(F, case.op)(*inputs, **case.params))
-                    grad_output = rng.standard_normal(shape)
-                    ref_out, ref_grads = run_case(case, inputs, grad_output, reference, "float64")
+                    with options(reference=True):
+                        shape = np.shape(getattr(F, case.op)(*inputs, **case.params))
+                        grad_output = rng.standard_normal(shape)
+                        ref_out, ref_grads = run_case(case, inputs, grad_output, reference, "float64")
                 out_b, grads_b = run_case(case, inputs, grad_output, backend, dtype)
                 row["forward"] = max(row["forward"], max_error(out_b, ref_out))
                 for grad, ref in zip(grads_b, ref_grads):
@@ -42,7 +49,7 @@ def run_check(backend_name, *, device=None, cases=CASES, out=print) -> int:
             except Exception as error:  # a crash is a failure of that op, reported in the table
                 row["errors"].append(f"{case}: {type(error).__name__}: {error}")
     failures = 0
-    out(f"portaconv check --backend {backend.name}: {len(cases)} cases per dtype against float64 NumPy")
+    out(f"portaconv check --backend {backend.name}: {len(cases)} cases per dtype against float64 NumPy (Array API reference path)")
     out(f"{'op':24s} {'dtype':8s} {'cases':>5s} {'forward err':>12s} {'backward err':>12s}  result")
     for (op, dtype), row in rows.items():
         tolerance = TOLERANCES[dtype]

@@ -6,7 +6,8 @@ warm-up, synchronizing on GPUs. From the command line each workload runs in a fr
 own (``--no-isolate`` keeps one process). Reports
 GFLOP/s for convolutions (2·N·K·C/groups·kh·kw·oh·ow per pass; forward+backward counts 3 passes),
 the ratio torch time / portaconv time (above 1: portaconv is faster), peak memory, and the max
-error of both against a float64 NumPy reference.
+error of both against float64 NumPy on portaconv's Array API reference path
+(``portaconv.options(reference=True)``).
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import functional as F
-from ._backend import get_namespace, to_numpy
-from .testing import max_error
+from .. import functional as F
+from .. import options
+from .._backend import get_namespace, to_numpy
+from ..testing import max_error
 
 __all__ = ["SUITES", "Workload", "run_suite", "add_arguments", "main"]
 
@@ -147,7 +149,8 @@ def _portaconv_call(side, workload, mode, arrays):
 
 
 def _portaconv_network(side, workload, arrays):
-    from . import models, nn, optim
+    from .. import nn, optim
+    from . import models
 
     net = models.build("seed-cnn", backend=side.xp, dtype=side.dtype, device=side.device)
     x, y = arrays
@@ -345,7 +348,7 @@ def run_suite(suite, *, backend="numpy", device=None, dtype="float32", compare="
 
 def _run_isolated(spec):
     """One workload's rows from a fresh Python process (see :func:`_worker`)."""
-    code = "import sys; from portaconv.bench import _worker; _worker(sys.argv[1])"
+    code = "import sys; from portaconv.app.bench import _worker; _worker(sys.argv[1])"
     done = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"benchmark process for workload {spec['index']} of suite {spec['suite']!r} failed:\n{done.stderr[-3000:]}")
@@ -361,19 +364,16 @@ def _worker(spec):
     print(json.dumps(rows, default=float))
 
 
-def _setup_process(*, tune_allocator=False, tf32=False, compare="torch"):
-    """What :func:`main` sets before timing, for this process: glibc's malloc thresholds, and
-    torch's TF32 switches on CUDA."""
-    from ._config import tune_allocator as tune
+def _setup_process(*, tf32=False, compare="torch"):
+    """What :func:`main` sets before timing, for this process: torch's TF32 switches on CUDA.
 
-    tuned = tune() if tune_allocator else False
+    Nothing of portaconv's: the harness measures the library's defaults, what a user gets."""
     if compare == "torch":
         import torch
 
         if torch.cuda.is_available():
             torch.backends.cudnn.allow_tf32 = tf32
             torch.backends.cuda.matmul.allow_tf32 = tf32
-    return tuned
 
 
 def _run_workload(workload, index, backend, device, dtype, compare, repeat, warmup, budget):
@@ -406,7 +406,8 @@ def _run_workload(workload, index, backend, device, dtype, compare, repeat, warm
             row["gflops"] = passes * workload.shape.flops() / row["seconds"] / 1e9
         row["peak_bytes"] = _peak_numpy(function) if ours.name == "numpy" else _peak_gpu(ours, function)
         if workload.kind not in ("seed_forward", "seed_train"):
-            ref = _flatten(_portaconv_call(_Side("numpy", get_namespace("numpy"), None, "float64"), workload, mode, reference)())
+            with options(reference=True):  # the Array API reference path, not the kernels under test
+                ref = _flatten(_portaconv_call(_Side("numpy", get_namespace("numpy"), None, "float64"), workload, mode, reference)())
             row["max_error"] = max(max_error(a, b) for a, b in zip(_flatten(function()), ref))
         if theirs is not None:
             row["torch_seconds"] = medians[1]
@@ -447,8 +448,7 @@ def markdown(rows, settings):
         *([_gpu_line(settings)] if settings.get("cuda") else []),
         f"Backend {settings['backend']}, {settings['dtype']}, median of up to {settings['repeat']} runs after {settings['warmup']} warm-up, the two libraries timed in alternating blocks after a settling period"
         + (", each workload in a fresh process." if settings.get("isolated") else ", all workloads in one process.")
-        + (f" TF32: {settings['tf32']}." if settings.get("tf32") else "")
-        + (" glibc malloc thresholds raised for both libraries (portaconv.tune_allocator)." if settings.get("allocator_tuned") else ""),
+        + (f" TF32: {settings['tf32']}." if settings.get("tf32") else ""),
         f"Command: `{settings['command']}`",
         "",
         "| workload | pass | portaconv ms | GFLOP/s | torch ms | ratio (torch/portaconv) | peak MiB | torch peak MiB | max err | torch max err |",
@@ -530,21 +530,19 @@ def add_arguments(parser):
     parser.add_argument("--only", nargs="*", help="rows whose name contains one of these words")
     parser.add_argument("--tf32", action="store_true", help="allow TF32 on the GPU on both sides (default: strict fp32)")
     parser.add_argument("--out", default=None, help="directory for <suite>-<backend>.json/.md/.png")
-    parser.add_argument("--no-tune-allocator", action="store_true", help="leave glibc's malloc thresholds alone (see portaconv.tune_allocator)")
     parser.add_argument("--no-isolate", action="store_true", help="run every workload in this process (default: each in a fresh one)")
 
 
 def main(args):
     backend = args.backend
     get_namespace(backend)  # a missing backend (or CuPy without a GPU) says what to install, before any work
-    setup = dict(tune_allocator=not args.no_tune_allocator, tf32=args.tf32, compare=args.compare)
-    allocator = _setup_process(**setup)
+    setup = dict(tf32=args.tf32, compare=args.compare)
+    _setup_process(**setup)
     if backend == "cupy":
         import os
 
         os.environ.setdefault("CUPY_TF32", "1" if args.tf32 else "0")
     settings = _settings(args, backend)
-    settings["allocator_tuned"] = allocator
     settings["isolated"] = not args.no_isolate
     print(f"portaconv bench --suite {args.suite}: {backend} {args.dtype} vs {args.compare} ({settings['processor']})")
     rows = run_suite(args.suite, backend=backend, device=args.device, dtype=args.dtype, compare=args.compare,

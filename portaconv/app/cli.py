@@ -54,14 +54,14 @@ def build_parser():
     train.add_argument("--backend", default="numpy", help="numpy, cupy, torch or array_api_strict (default numpy)")
     train.add_argument("--device", default=None, help="backend device, e.g. cuda:0 for torch")
     train.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    train.add_argument("--epochs", type=int, default=None, help="default: the model's (see portaconv.models.DEFAULTS)")
+    train.add_argument("--epochs", type=int, default=None, help="default: the model's (see portaconv.app.models.DEFAULTS)")
     train.add_argument("--batch-size", type=int, default=None)
     train.add_argument("--lr", type=float, default=None)
     train.add_argument("--optimizer", default=None, choices=["adam", "sgd"], help="sgd: momentum 0.9, Nesterov")
     train.add_argument("--weight-decay", type=float, default=None, help="L2 weight decay (default: the model's)")
     train.add_argument("--label-smoothing", type=float, default=None, help="label smoothing of the training loss (default: the model's)")
     train.add_argument("--augment", default="default", choices=["default", "flip", "shift1", "shift2", "flip+shift1", "flip+shift2", "none"],
-                       help="training augmentation (default: the model's, see portaconv.models.DEFAULTS)")
+                       help="training augmentation (default: the model's, see portaconv.app.models.DEFAULTS)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--limit", type=int, default=None, help="train on the first N images only")
     train.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist"])
@@ -77,7 +77,12 @@ def build_parser():
     evaluate.add_argument("--data-dir", default=None)
     evaluate.set_defaults(run=_evaluate)
 
-    check = commands.add_parser("check", help="every op, forward and backward, on a backend against float64 NumPy")
+    check = commands.add_parser(
+        "check", help="every op, forward and backward, on a backend against float64 NumPy on the Array API reference path",
+        description="Every functional op, forward and backward, in float32 and float64 on the chosen backend (its kernels, "
+                    "as a user runs it), compared with float64 NumPy run with portaconv.options(reference=True): the "
+                    "Array API reference path, no compiled kernels. No torch needed.",
+    )
     check.add_argument("--backend", required=True)
     check.add_argument("--device", default=None)
     check.set_defaults(run=_check)

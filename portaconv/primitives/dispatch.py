@@ -1,0 +1,159 @@
+"""Which implementation runs: every kernel registration and every "auto" rule, in one place.
+
+A primitive (im2col, col2im, the pooling windows, ...) has one reference in
+:mod:`~portaconv.primitives.reference` and at most one kernel per backend family, registered here
+by the family's module when it is imported:
+
+=========  =============================================  ==========================================
+family     module                                         when
+=========  =============================================  ==========================================
+``numpy``  :mod:`~portaconv.primitives.numba_kernels`     numba compiles them (``cache=True``)
+``cupy``   :mod:`~portaconv.primitives.cuda_kernels`      CuPy raw kernels, float32 and float64
+=========  =============================================  ==========================================
+
+torch, JAX and array-api-strict run the reference. ``portaconv.options(kernels="reference")`` (or
+``reference=True``) makes every family run it too.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+
+from .._options import get_options
+from . import reference
+from .window import Window
+
+__all__ = ["register", "implementation", "family", "conv_algorithm", "grad_input_method", "conv_tiles"]
+
+_KERNELS: dict = {}
+_LOADED: dict = {}
+_FAMILY_MODULES = {"numpy": "numba_kernels", "cupy": "cuda_kernels"}
+_NAMESPACES = {"array_api_compat.numpy": "numpy", "array_api_compat.cupy": "cupy"}
+
+
+def register(primitive: str, family_name: str, *, dtypes=("float32", "float64")):
+    """Decorator: ``fn`` is ``primitive``'s kernel for ``family_name`` (same signature as the
+    reference) for arrays of ``dtypes``."""
+    if not hasattr(reference, primitive):
+        raise ValueError(f"no reference primitive named {primitive!r}")
+
+    def decorate(fn):
+        _KERNELS[primitive, family_name] = (fn, frozenset(dtypes))
+        _CHOSEN.clear()
+        return fn
+
+    return decorate
+
+
+def family(xp) -> str | None:
+    """The kernel family of a namespace: "numpy", "cupy", or None (runs the reference)."""
+    return _NAMESPACES.get(xp.__name__)
+
+
+def _load(family_name: str) -> bool:
+    """Import a family's kernel module once; if it cannot be imported (numba missing or too old
+    for this NumPy), warn once and run the reference."""
+    loaded = _LOADED.get(family_name)
+    if loaded is None:
+        try:
+            importlib.import_module(f"{__package__}.{_FAMILY_MODULES[family_name]}")
+            loaded = True
+        except ImportError as error:
+            warnings.warn(
+                f"portaconv: the compiled {family_name} kernels are unavailable ({error}); "
+                "running the Array API reference (slower)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            loaded = False
+        _LOADED[family_name] = loaded
+    return loaded
+
+
+def _dtype_name(dtype) -> str:
+    """"float32" from np.float32, np.dtype("float32"), torch.float32, ..."""
+    name = getattr(dtype, "name", None)
+    return name if isinstance(name, str) else str(dtype).rsplit(".", 1)[-1].strip("'>")
+
+
+def implementation(primitive: str, xp, dtype):
+    """The function that runs ``primitive`` for arrays of namespace ``xp`` and ``dtype``
+    (memoized per primitive, namespace, dtype and the ``kernels`` setting: small calls are
+    dominated by such host work)."""
+    use_kernels = get_options().use_kernels
+    key = (primitive, xp, dtype, use_kernels)
+    try:
+        return _CHOSEN[key]
+    except (KeyError, TypeError):  # TypeError: an unhashable dtype; look it up every time
+        pass
+    chosen = getattr(reference, primitive)
+    family_name = _NAMESPACES.get(xp.__name__)
+    if family_name is not None and use_kernels and _load(family_name):
+        entry = _KERNELS.get((primitive, family_name))
+        if entry is not None and _dtype_name(dtype) in entry[1]:
+            chosen = entry[0]
+    try:
+        _CHOSEN[key] = chosen
+    except TypeError:
+        pass
+    return chosen
+
+
+_CHOSEN: dict = {}
+
+
+# ---- conv2d's algorithm ------------------------------------------------------------------------
+
+# Winograd F(2×2, 3×3) multiplies 2.25× less, but its transforms read and write 16/4 = 4× the
+# output per pass; it pays where the products dominate: enough channels on both sides and enough
+# tiles per image (see docs/performance.md for the measurements behind these two numbers).
+WINOGRAD_MIN_CHANNELS = 32
+WINOGRAD_MIN_TILES = 100
+
+
+def winograd_applies(window: Window, groups: int) -> bool:
+    return (window.kh, window.kw, window.sh, window.sw, window.dh, window.dw, window.lh, window.lw, groups) == (
+        3, 3, 1, 1, 1, 1, 1, 1, 1,
+    )
+
+
+def conv_algorithm(window: Window, groups: int, channels: int, out_channels: int, xp) -> str:
+    """"im2col" or "winograd" for one convolution (forward or gradient) under the options."""
+    choice = get_options().effective_algorithm
+    if choice == "im2col" or not winograd_applies(window, groups):
+        return "im2col"
+    if choice == "winograd":
+        return "winograd"
+    # auto: NumPy only. On an H100 the reference transforms (many small launches) made CuPy's 3×3
+    # layers 3–8× slower than im2col with the CUDA kernels; torch and JAX have no kernels for them.
+    if family(xp) != "numpy" or not get_options().use_kernels:
+        return "im2col"
+    tiles = ((window.oh + 1) // 2) * ((window.ow + 1) // 2)
+    return "winograd" if min(channels, out_channels) >= WINOGRAD_MIN_CHANNELS and tiles >= WINOGRAD_MIN_TILES else "im2col"
+
+
+def grad_input_method(window: Window, channels: int, out_channels: int) -> str:
+    """"col2im" or "stride0" for conv2d's input gradient under the options. auto: col2im, the
+    exact adjoint of the forward (no multiplications by the zeros stride0 inserts)."""
+    choice = get_options().effective_grad_input
+    return "col2im" if choice == "auto" else choice
+
+
+# ---- memory ------------------------------------------------------------------------------------
+
+
+def conv_tiles(batch: int, channels: int, window: Window, itemsize: int) -> tuple[int, int, int]:
+    """(images, output rows, kernel rows) per im2col column buffer so that one buffer of
+    ``channels·kh'·kw × images·rows·ow`` elements stays under ``workspace_limit``: the batch is
+    split first, then (one image too large) the output rows, then (one output row too large) the
+    kernel rows, whose partial products are summed. One kernel row of one output row is the floor.
+    """
+    limit = get_options().workspace_limit
+    per_row = channels * window.kw * window.ow * itemsize  # one output row, one kernel row
+    per_image = per_row * window.kh * window.oh
+    if per_image <= limit:
+        return max(1, min(batch, limit // max(per_image, 1))), window.oh, window.kh
+    if per_row * window.kh <= limit:
+        return 1, max(1, limit // (per_row * window.kh)), window.kh
+    return 1, 1, max(1, limit // per_row)

@@ -1,0 +1,178 @@
+"""The numba kernels give the reference's bits (NaN compared as equal) on random geometries:
+kernels 1–4, strides 1–3, dilations 1–2, negative top/left, input dilation (im2col, col2im),
+windows overhanging the bottom/right, empty batches and channels, NaN, ±inf and ties."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+
+import array_api_compat.numpy as xp  # noqa: E402
+
+from portaconv.primitives import numba_kernels as nk  # noqa: E402
+from portaconv.primitives import reference as ref  # noqa: E402
+from portaconv.primitives.window import Window  # noqa: E402
+
+# NaN and ±inf inputs make the references' additions warn ("invalid value encountered").
+pytestmark = pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+
+DTYPES = ["float32", "float64"]
+CASES = 60
+
+
+def _axis(rng, size, *, negative, dilate):
+    k, s, d = int(rng.integers(1, 5)), int(rng.integers(1, 4)), int(rng.integers(1, 3))
+    l = int(rng.integers(1, 4)) if dilate else 1
+    low = -2 if negative else 0
+    front = int(rng.integers(low, 3))
+    back = int(rng.integers(-1, 3))  # > 0: ceil-mode-like windows overhanging the end
+    o = (size * l - (l - 1) + front + back - d * (k - 1) - 1) // s + 1
+    return k, s, d, front, o, l
+
+
+def _geometries(seed, *, negative=True, dilate=False):
+    """(shape, Window) pairs, input dilation only with ``dilate`` (windows of padding only occur)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < CASES:
+        n, c = int(rng.integers(0, 4)), int(rng.integers(0, 4))
+        h, w = int(rng.integers(1, 10)), int(rng.integers(1, 10))
+        kh, sh, dh, top, oh, lh = _axis(rng, h, negative=negative, dilate=dilate)
+        kw, sw, dw, left, ow, lw = _axis(rng, w, negative=negative, dilate=dilate)
+        if oh < 1 or ow < 1:
+            continue
+        out.append(((n, c, h, w), Window(kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw)))
+    return out
+
+
+def _values(rng, shape, dtype, kind):
+    if kind == "normal":
+        x = rng.standard_normal(shape)
+    elif kind == "ties":
+        x = rng.integers(-2, 3, size=shape).astype(float)
+    else:  # "special": ties plus NaN, ±inf and −0.0
+        x = rng.integers(-2, 3, size=shape).astype(float)
+        specials = np.array([np.nan, np.inf, -np.inf, -0.0])
+        mask = rng.random(shape) < 0.3
+        x[mask] = rng.choice(specials, size=int(mask.sum()))
+    return x.astype(dtype)
+
+
+def _same(got, want):
+    want = np.asarray(want)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want, strict=True)
+    # assert_array_equal calls 0.0 and −0.0 equal: compare the bits of everything but NaN.
+    nan = np.isnan(want)
+    np.testing.assert_array_equal(np.isnan(got), nan)
+    assert np.array_equal(np.signbit(got[~nan]), np.signbit(want[~nan]))
+
+
+KINDS = ["normal", "ties", "special"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_im2col_col2im(dtype):
+    rng = np.random.default_rng(1)
+    for shape, w in _geometries(10, dilate=True):
+        x = _values(rng, shape, dtype, rng.choice(KINDS))
+        _same(nk.im2col(x, w, xp), ref.im2col(x, w, xp))
+        # A transposed (non-contiguous) input.
+        xt = np.ascontiguousarray(np.swapaxes(x, 0, 1)).swapaxes(0, 1)
+        _same(nk.im2col(xt, w, xp), ref.im2col(x, w, xp))
+        cols = _values(rng, (shape[1] * w.taps, shape[0] * w.oh * w.ow), dtype, rng.choice(KINDS))
+        _same(nk.col2im(cols, shape, w, xp), ref.col2im(cols, shape, w, xp))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool(dtype):
+    rng = np.random.default_rng(2)
+    for shape, w in _geometries(20):
+        kind = rng.choice(KINDS)
+        x = _values(rng, shape, dtype, kind)
+        best, taps = nk.max_pool(x, w, xp)
+        want_best, want_taps = ref.max_pool(x, w, xp)
+        _same(best, want_best)
+        _same(taps, np.asarray(want_taps))
+        best, none = nk.max_pool(x, w, xp, taps=False)
+        assert none is None
+        _same(best, want_best)
+
+        grad = _values(rng, best.shape, dtype, rng.choice(KINDS))
+        _same(nk.max_pool_backward(grad, x, w, xp), ref.max_pool_backward(grad, x, w, xp))
+        _same(nk.max_pool_scatter(grad, want_taps, shape, w, xp), ref.max_pool_scatter(grad, want_taps, shape, w, xp))
+        # Taps of another integer dtype, some out of range (they reach no pixel).
+        other = rng.integers(-1, w.taps + 1, size=best.shape).astype(np.int16)
+        _same(nk.max_pool_scatter(grad, other, shape, w, xp), ref.max_pool_scatter(grad, other, shape, w, xp))
+
+
+def test_max_pool_windows_of_padding_and_all_minus_inf():
+    # Dilation 2 with padding 1 over a 1-pixel input: windows of padding only, and −inf inputs.
+    w = Window(2, 2, 1, 1, 2, 2, 1, 1, 2, 2)
+    for value in (-np.inf, np.nan, 1.0):
+        x = np.full((2, 2, 1, 1), value)
+        best, taps = nk.max_pool(x, w, xp)
+        want_best, want_taps = ref.max_pool(x, w, xp)
+        _same(best, want_best)
+        _same(taps, np.asarray(want_taps))
+        grad = np.arange(16.0).reshape(2, 2, 2, 2)
+        _same(nk.max_pool_backward(grad, x, w, xp), ref.max_pool_backward(grad, x, w, xp))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_window_sum_spread(dtype):
+    rng = np.random.default_rng(3)
+    for shape, w in _geometries(30):
+        x = _values(rng, shape, dtype, rng.choice(KINDS))
+        _same(nk.window_sum(x, w, xp), ref.window_sum(x, w, xp))
+        grad = _values(rng, (*shape[:2], w.oh, w.ow), dtype, rng.choice(KINDS))
+        _same(nk.window_spread(grad, shape, w, xp), ref.window_spread(grad, shape, w, xp))
+
+
+def test_negative_zeros():
+    # A sum of −0.0 taps is −0.0 (tap0 + tap1 + ...); a pixel sums from 0.0, so it is +0.0.
+    x = np.full((1, 2, 5, 5), -0.0)
+    windows = [Window(1, 1, 1, 1, 1, 1, 0, 0, 5, 5), Window(2, 3, 1, 2, 1, 1, 0, 0, 4, 2), Window(3, 3, 2, 2, 1, 1, 1, 1, 3, 3)]
+    for w in windows:
+        _same(nk.window_sum(x, w, xp), ref.window_sum(x, w, xp))
+        grad = np.full((1, 2, w.oh, w.ow), -0.0)
+        _same(nk.window_spread(grad, x.shape, w, xp), ref.window_spread(grad, x.shape, w, xp))
+        _same(nk.max_pool_backward(grad, x, w, xp), ref.max_pool_backward(grad, x, w, xp))
+        _same(nk.max_pool(x, w, xp)[0], ref.max_pool(x, w, xp)[0])
+        cols = np.full((2 * w.taps, w.oh * w.ow), -0.0)
+        _same(nk.col2im(cols, x.shape, w, xp), ref.col2im(cols, x.shape, w, xp))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_to_nchw(dtype):
+    rng = np.random.default_rng(4)
+    for n, k, oh, ow in [(0, 3, 2, 2), (2, 0, 1, 1), (3, 4, 5, 2), (1, 1, 1, 1), (2, 5, 3, 7)]:
+        y = _values(rng, (k, n * oh * ow), dtype, "special")
+        bias = _values(rng, (k,), dtype, "special")
+        for b in (None, bias):
+            got = nk.to_nchw(y, b, (n, k, oh, ow), xp)
+            assert got.flags.c_contiguous
+            _same(got, ref.to_nchw(y, b, (n, k, oh, ow), xp))
+
+
+def test_num_threads_option():
+    import numba
+
+    import portaconv._options as options
+
+    x = np.random.default_rng(5).standard_normal((2, 3, 6, 6))
+    w = Window(3, 3, 1, 1, 1, 1, 1, 1, 6, 6)
+    before = numba.get_num_threads()
+    try:
+        with options.options(num_threads=1):
+            _same(nk.im2col(x, w, xp), ref.im2col(x, w, xp))
+            assert numba.get_num_threads() == 1
+    finally:
+        numba.set_num_threads(before)
+
+
+def test_registered():
+    from portaconv.primitives import dispatch
+
+    for name in nk.__all__:
+        assert dispatch.implementation(name, xp, np.dtype("float32")) is getattr(nk, name)
