@@ -4,8 +4,9 @@
 # Results go to benchmarks/results/ (JSON + markdown with GPU, driver, CUDA, CuPy, torch versions).
 #
 # Needs CuPy 13+ and an NVIDIA GPU; torch with CUDA for the oracle and the comparison. Without
-# internet, put the pure-Python wheels of array-api-compat, array-api-extra, array-api-strict and threadpoolctl
-# (and hypothesis, tqdm if missing) in a folder and pass it: WHEELS=/path/to/wheels ci/gpu.sh
+# internet, put the wheels of array-api-compat, array-api-extra, array-api-strict, numba and llvmlite
+# (the NumPy rows' kernels; without them NumPy runs the reference with a warning), and hypothesis,
+# tqdm if missing, in a folder and pass it: WHEELS=/path/to/wheels ci/gpu.sh
 # (default: ./.whl, then ../wheels). With internet, a normal `pip install` happens instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +34,7 @@ PY
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$results/gpu-nvidia-smi.csv"
 
 # 1. The parity matrix on the GPU backends (numpy kept as the CPU reference row); in parallel
-#    where pytest-xdist is installed (the whole suite: 51 s on an H100 machine, 8 workers).
+#    where pytest-xdist is installed.
 export PORTACONV_BACKENDS=${PORTACONV_BACKENDS:-cupy,torch-cuda,numpy}
 set -o pipefail
 parallel=()
@@ -49,7 +50,7 @@ bench=(--suite gpu --backend cupy --repeat 20 --budget 2 --no-isolate --out "$re
 python3 -m portaconv bench "${bench[@]}" | tee "$results/gpu-bench.log"
 CUPY_TF32=1 python3 -m portaconv bench "${bench[@]}" --tf32 | tee "$results/gpu-bench-tf32.log"
 
-# 4. Training on the GPU (the default recipe, 20 epochs: 3.1 min on an H100), images/s in
+# 4. Training on the GPU (the default recipe, 20 epochs; docs/performance.md has the last run), images/s in
 #    metrics.json. Fashion-MNIST must be findable offline: set PORTACONV_DATA to its folder.
 if [ "$train" = 1 ]; then
   python3 -m portaconv train --backend cupy --no-progress --out "$results/train-cupy" | tee "$results/gpu-train.log"

@@ -28,8 +28,18 @@ def test_torch_namespace(torch):
     assert get_namespace(torch) is compat_torch
 
 
+def test_jax_namespace():
+    """JAX implements the standard in jax.numpy itself: the name, jax and jax.numpy all give it."""
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    assert get_namespace("jax") is jnp
+    assert get_namespace(jax) is jnp
+    assert get_namespace(jnp) is jnp
+
+
 @pytest.mark.parametrize("bad, error, message", [
-    ("jax", ValueError, r"backend='jax' is not one of \('numpy', 'cupy', 'torch', 'array_api_strict'\)"),
+    ("mxnet", ValueError, r"backend='mxnet' is not one of \('numpy', 'cupy', 'torch', 'array_api_strict', 'jax'\)"),
     (3, TypeError, "backend must be a name"),
     (pytest, ValueError, "backend module 'pytest' is not one of the supported backends"),
 ])
@@ -85,3 +95,5 @@ def test_backends_variable(monkeypatch):
 def test_public_api():
     assert portaconv.functional.conv2d is not None
     assert "numpy" in portaconv.BACKENDS
+    assert {"options", "set_options", "get_options", "Options"} <= set(portaconv.__all__)
+    assert all(hasattr(portaconv, name) for name in portaconv.__all__)

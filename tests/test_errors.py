@@ -90,11 +90,41 @@ def test_mixed_devices():
         F.conv2d(a, b)
 
 
-@pytest.mark.parametrize("name, value", [("CONV_ALGORITHM", "fft"), ("GRAD_INPUT_METHOD", "direct")])
-def test_unknown_algorithm_settings(monkeypatch, name, value):
-    import portaconv.functional.conv as conv
+_SETTINGS = "['algorithm', 'grad_input', 'kernels', 'reference', 'workspace_limit', 'num_threads']"
 
-    monkeypatch.setattr(conv, name, value)
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"algorithm": "fft"}, "portaconv.options: algorithm must be one of ('auto', 'im2col', 'winograd'), got 'fft'"),
+        ({"grad_input": "direct"}, "portaconv.options: grad_input must be one of ('auto', 'col2im', 'stride0'), got 'direct'"),
+        ({"kernels": "fast"}, "portaconv.options: kernels must be one of ('auto', 'reference'), got 'fast'"),
+        ({"bogus": 1}, f"portaconv.options: unknown setting(s) ['bogus']; the settings are {_SETTINGS}"),
+        ({"workspace_limit": 0}, "portaconv.options: workspace_limit must be a positive number of bytes, got 0"),
+        ({"workspace_limit": -5}, "portaconv.options: workspace_limit must be a positive number of bytes, got -5"),
+        ({"workspace_limit": 1.5}, "portaconv.options: workspace_limit must be a positive number of bytes, got 1.5"),
+        ({"workspace_limit": True}, "portaconv.options: workspace_limit must be a positive number of bytes, got True"),
+        ({"num_threads": 0}, "portaconv.options: num_threads must be a positive int or None, got 0"),
+        ({"num_threads": True}, "portaconv.options: num_threads must be a positive int or None, got True"),
+        ({"reference": "yes"}, "portaconv.options: reference must be True or False, got 'yes'"),
+        ({"reference": 1}, "portaconv.options: reference must be True or False, got 1"),
+    ],
+    ids=lambda v: ",".join(f"{k}={value!r}" for k, value in v.items()) if isinstance(v, dict) else "message",
+)
+def test_unknown_algorithm_settings(changes, message):
+    """Unknown settings and values are rejected with their exact message, by ``options`` when the
+    block is entered and by ``set_options``, and neither leaves anything changed."""
+    import re
+
+    import portaconv
+
+    before = portaconv.get_options()
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        with portaconv.options(**changes):
+            pytest.fail("the block must not run")  # pragma: no cover
+    assert portaconv.get_options() == before
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        portaconv.set_options(**changes)
+    assert portaconv.get_options() == before
     x, w = np.zeros((1, 2, 5, 5)), np.zeros((3, 2, 3, 3))
-    with pytest.raises(ValueError, match=rf"portaconv.functional.conv.{name} must be one of .*, got '{value}'"):
-        F.conv2d_backward(np.zeros((1, 3, 3, 3)), x, w)
+    assert F.conv2d_backward(np.zeros((1, 3, 3, 3)), x, w)[0].shape == x.shape, "the defaults still run"

@@ -5,6 +5,7 @@ import pytest
 
 import portaconv.functional as F
 from portaconv import to_numpy
+from portaconv.primitives import dispatch
 from portaconv.testing import CASES, Target, make_inputs, run_case, to_backend
 from portaconv.window import col2im, im2col
 
@@ -98,7 +99,9 @@ def test_conv_transpose_is_conv_grad_input(backend):
     np.testing.assert_array_equal(to_numpy(out), to_numpy(grad))
 
 
-def test_im2col_col2im_adjoint(backend):
+def test_im2col_col2im_adjoint(backend, kernels):
+    if kernels == "reference" and dispatch.family(backend.xp) is None:
+        pytest.skip("no kernels on this backend: the same run as kernels='auto'")
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 3, 7, 8))
     params = {"stride": (2, 1), "padding": (1, 2), "dilation": (1, 2)}
@@ -109,46 +112,79 @@ def test_im2col_col2im_adjoint(backend):
 
 
 @pytest.mark.parametrize("height, width, top, left", [(6, 6, 1, 1), (5, 8, 0, 2), (3, 4, 2, 0), (7, 5, 1, 0)])
-def test_winograd_transform_adjoints(backend, height, width, top, left):
-    """<T x, v> = <x, T* v> for Winograd's input and output transforms (both layouts' code paths)."""
-    from portaconv.functional import _winograd as winograd
+def test_winograd_transform_adjoints(backend, kernels, height, width, top, left):
+    """<T x, v> = <x, T* v> for Winograd's input and output transforms as dispatched (the backend's
+    kernels or the Array API reference)."""
+    if kernels == "reference" and dispatch.family(backend.xp) is None:
+        pytest.skip("no kernels on this backend: the same run as kernels='auto'")
+    from portaconv import primitives as P
+    from portaconv.primitives.window import Window
 
     xp = backend.xp
     rng = np.random.default_rng(height * 100 + width)
     oh, ow = height + 2 * top - 2, width + 2 * left - 2
-    th, tw = winograd.tiles(oh, ow)
+    window = Window(3, 3, 1, 1, 1, 1, top, left, oh, ow)
+    th, tw = P.winograd_tiles(window)
+    assert (th, tw) == ((oh + 1) // 2, (ow + 1) // 2)
     x = rng.standard_normal((3, 2, height, width))
-    v = winograd.input_transform(to_backend(x, backend, "float64"), (top, left), th, tw, xp)
+    v = P.winograd_input(to_backend(x, backend, "float64"), window, xp)
+    assert tuple(v.shape) == (16, 2, 3 * th * tw)
     dv = rng.standard_normal(tuple(v.shape))
-    back = winograd.input_transform_adjoint(to_backend(dv, backend, "float64"), x.shape, (top, left), th, tw, xp)
+    back = P.winograd_input_adjoint(to_backend(dv, backend, "float64"), x.shape, window, xp)
     lhs, rhs = np.sum(to_numpy(v) * dv), np.sum(x * to_numpy(back))
     assert abs(lhs - rhs) <= 1e-10 * abs(lhs)
 
-    m = rng.standard_normal((16, 4, 2 * winograd.tiles_per_image(th, tw)))
-    y = winograd.output_transform(to_backend(m, backend, "float64"), (4, 2, oh, ow), th, tw, xp)
-    dy = rng.standard_normal((4, 2, oh, ow))
-    dm = winograd.output_transform_adjoint(to_backend(dy, backend, "float64"), th, tw, xp)
+    m = rng.standard_normal((16, 4, 2 * th * tw))
+    y = P.winograd_output(to_backend(m, backend, "float64"), None, (2, 4, oh, ow), window, xp)
+    dy = rng.standard_normal((2, 4, oh, ow))
+    dm = P.winograd_output_adjoint(to_backend(dy, backend, "float64"), window, xp)
     lhs, rhs = np.sum(to_numpy(y) * dy), np.sum(m * to_numpy(dm))
     assert abs(lhs - rhs) <= 1e-10 * abs(lhs)
 
 
 def test_winograd_is_chosen_where_it_pays():
-    """auto: Winograd for 3×3 stride-1 NumPy convolutions with enough channels and tiles; im2col else."""
+    """auto: Winograd for 3×3 stride-1 NumPy convolutions with enough channels and tiles, when the
+    kernels run; im2col else. ``algorithm=`` forces a choice where Winograd applies; ``reference``
+    always computes by im2col."""
     import array_api_compat.numpy as np_namespace
 
-    from portaconv.functional import conv
+    import portaconv
+    from portaconv import conv_output_size
+    from portaconv.primitives.window import Window
 
     array_api_strict = pytest.importorskip("array_api_strict")
 
-    def choice(channels, size, **params):
-        groups = params.get("groups", 1)
-        g = conv._conv_geometry("conv2d", (2, channels, size, size), (channels, channels // groups, 3, 3),
-                                params.get("stride", 1), 1, params.get("dilation", 1), groups)
-        return conv._use_winograd(g, channels, channels, np_namespace)
+    def choice(channels, size, xp=np_namespace, stride=1, dilation=1, groups=1, kernel=3):
+        out = conv_output_size(size, kernel, stride=stride, padding=1, dilation=dilation)
+        window = Window(kernel, kernel, stride, stride, dilation, dilation, 1, 1, out, out)
+        return dispatch.conv_algorithm(window, groups, channels, channels, xp)
 
-    assert choice(64, 56) and choice(128, 28)
-    assert not choice(64, 13), "13×13: 49 tiles, im2col is faster"
-    assert not choice(16, 56), "16 channels: im2col is as fast"
-    assert not choice(64, 56, stride=2) and not choice(64, 56, dilation=2) and not choice(64, 56, groups=2)
-    g = conv._conv_geometry("conv2d", (2, 64, 56, 56), (64, 64, 3, 3), 1, 1, 1, 1)
-    assert not conv._use_winograd(g, 64, 64, array_api_strict), "other backends: im2col unless forced"
+    assert choice(64, 56) == "winograd" and choice(128, 28) == "winograd"
+    assert choice(64, 13) == "im2col", "13×13: 49 tiles, im2col is faster"
+    assert choice(16, 56) == "im2col", "16 channels: im2col is as fast"
+    assert {choice(64, 56, stride=2), choice(64, 56, dilation=2), choice(64, 56, groups=2), choice(64, 56, kernel=5)} == {"im2col"}
+    assert choice(64, 56, array_api_strict) == "im2col", "other backends: im2col unless forced"
+    with portaconv.options(kernels="reference"):
+        assert choice(64, 56) == "im2col", "the reference transforms do not pay on NumPy"
+    with portaconv.options(algorithm="winograd"):
+        assert choice(64, 13) == "winograd" and choice(2, 4, array_api_strict) == "winograd"
+        assert choice(64, 56, stride=2) == "im2col" and choice(64, 56, groups=2) == "im2col", "where it applies only"
+        with portaconv.options(reference=True):
+            assert choice(64, 56) == "im2col", "reference overrides algorithm"
+    with portaconv.options(algorithm="im2col"):
+        assert choice(64, 56) == "im2col"
+
+
+def test_grad_input_method_rule():
+    """auto: col2im (the forward's exact adjoint); grad_input= forces; reference forces col2im."""
+    import portaconv
+    from portaconv.primitives.window import Window
+
+    window = Window(3, 3, 2, 2, 1, 1, 1, 1, 4, 4)
+    assert dispatch.grad_input_method(window, 3, 4) == "col2im"
+    with portaconv.options(grad_input="stride0"):
+        assert dispatch.grad_input_method(window, 3, 4) == "stride0"
+        with portaconv.options(reference=True):
+            assert dispatch.grad_input_method(window, 3, 4) == "col2im"
+    with portaconv.options(grad_input="col2im"):
+        assert dispatch.grad_input_method(window, 3, 4) == "col2im"

@@ -5,28 +5,43 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+import portaconv
 import portaconv.functional as F
 from portaconv._shapes import conv_output_size, conv_transpose_output_size, pool_output_size
 from portaconv.testing import Case, assert_close, available_backends, make_inputs, run_case, torch_reference
 
 pytest.importorskip("torch")
-BACKENDS = available_backends()
+# JAX compiles every new shape (about 150 s for these random shapes); tests/test_jax.py runs the
+# registry's cases on it, eagerly and under jax.jit.
+BACKENDS = [backend for backend in available_backends() if backend.name != "jax"]
+NUMPY = [b for b in BACKENDS if b.name == "numpy"]
 small = st.integers(1, 3)
 pair = st.tuples(small, small)
 
 
+def _routes(case):
+    """(backend, options) pairs: every backend by default, and NumPy on the Array API reference
+    path and (convolutions) with the stride0 input gradient."""
+    routes = [(backend, {}) for backend in BACKENDS] + [(backend, {"reference": True}) for backend in NUMPY]
+    if case.op.startswith("conv"):
+        routes += [(backend, {"grad_input": "stride0"}) for backend in NUMPY]
+    return routes
+
+
 def _check(case, seed):
-    """Forward and every gradient of ``case`` on every backend equal torch's (float64)."""
+    """Forward and every gradient of ``case`` on every backend (and route) equal torch's (float64)."""
     rng = np.random.default_rng(seed)
     inputs = make_inputs(case, rng)
     grad_output = rng.standard_normal(np.shape(getattr(F, case.op)(*inputs, **case.params)))
     ref_out, ref_grads = torch_reference(case, inputs, grad_output)
-    for backend in BACKENDS:
-        out, grads = run_case(case, inputs, grad_output, backend, "float64")
-        assert_close(out, ref_out, what=f"{case} on {backend}")
+    for backend, changes in _routes(case):
+        with portaconv.options(**changes):
+            out, grads = run_case(case, inputs, grad_output, backend, "float64")
+        where = f"{case} on {backend} {changes or ''}"
+        assert_close(out, ref_out, what=where)
         for grad, ref in zip(grads, ref_grads):
             if ref is not None:
-                assert_close(grad, ref, what=f"{case} on {backend}, gradient")
+                assert_close(grad, ref, what=f"{where}, gradient")
 
 
 @given(

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from portaconv import nn, to_numpy
+from portaconv.primitives import dispatch
 from portaconv.testing import to_backend
 
 torch = pytest.importorskip("torch")
@@ -65,48 +66,50 @@ def test_conv_layer_takes_unbatched_input(backend, input_grad):
     np.testing.assert_allclose(to_numpy(layer.bias.grad), reference.bias.grad.numpy(), rtol=1e-12, atol=1e-12)
 
 
-def test_conv_layer_weight_gradient_from_forward_columns(numpy_threads, monkeypatch):
-    """A training Conv2d keeps its forward's im2col columns for the weight gradient (NumPy; one
-    im2col per step instead of two): the same gradients as the functional backward, step after
-    step, through batch-size changes, a forward whose columns are too big to keep (nothing stale
-    is read) and eval mode (nothing kept)."""
+def test_training_conv_layer_matches_torch_step_after_step(backend, dtype, kernels):
+    """A training Conv2d's forward and backward match torch's and the functional ops' step after
+    step: through batch-size changes, a step under a workspace limit that tiles its column buffers,
+    a step without the input gradient, and in eval mode."""
+    if kernels == "reference" and dispatch.family(backend.xp) is None:
+        pytest.skip("no kernels on this backend: the same run as kernels='auto'")
+    import contextlib
+
     import portaconv
     import portaconv.functional as F
-    from portaconv import window
-    from portaconv.functional import conv
+    from portaconv.testing import assert_close
 
-    monkeypatch.setattr(window, "_GATHER_MAX_ELEMENTS", -1)  # columns in real buffers, not gathers
-    calls = []
-    im2col = conv._im2col
-    monkeypatch.setattr(conv, "_im2col", lambda *a, **k: calls.append(1) or im2col(*a, **k))
-    layer = nn.Conv2d(3, 4, 3, padding=1, dtype="float64", seed=0)
+    layer = nn.Conv2d(3, 4, 3, stride=(1, 2), padding=1, backend=backend.xp, dtype=dtype, device=backend.device, seed=0)
+    reference = torch.nn.Conv2d(3, 4, 3, stride=(1, 2), padding=1).double()
+    _copy_into_torch(layer, reference)
     rng = np.random.default_rng(2)
-    for batch, keep in [(4, True), (4, True), (3, True), (4, False), (4, True), (5, True)]:
-        monkeypatch.setattr(conv, "_SAVED_COLUMNS_MAX_BYTES", 2**30 if keep else 0)
-        x, g = rng.standard_normal((batch, 3, 6, 5)), rng.standard_normal((batch, 4, 6, 5))
-        calls.clear()
-        out = layer(x)
-        forward_calls = len(calls)
-        layer.zero_grad()
-        grad_input = layer.backward(g)
-        backward_calls = len(calls) - forward_calls
-        expected = F.conv2d_backward(g, x, layer.weight.data, layer.bias.data, padding=1)
-        functional_calls = len(calls) - forward_calls - backward_calls  # its weight gradient: one per forward's
-        assert backward_calls == functional_calls - (forward_calls if keep else 0)
-        np.testing.assert_array_equal(out, F.conv2d(x, layer.weight.data, layer.bias.data, padding=1))
-        np.testing.assert_array_equal(grad_input, expected[0])
-        np.testing.assert_array_equal(layer.weight.grad, expected[1])
-        np.testing.assert_array_equal(layer.bias.grad, expected[2])
-        assert (len(layer.columns.valid) > 0) == keep
-    previous = portaconv.set_workspace_limit(1024)  # the kept columns also obey the workspace limit
-    try:
-        layer(x)
-        assert not layer.columns.valid
-    finally:
-        portaconv.set_workspace_limit(previous)
+    for batch, limit, input_grad in [(4, None, True), (4, None, True), (3, None, True), (5, 1024, True), (2, None, False), (4, None, True)]:
+        x, g = rng.standard_normal((batch, 3, 6, 5)), rng.standard_normal((batch, 4, 6, 3))
+        xb, gb = to_backend(x, backend, dtype), to_backend(g, backend, dtype)
+        with portaconv.options(workspace_limit=limit) if limit else contextlib.nullcontext():
+            out = layer(xb)
+            layer.zero_grad()
+            grad_input = layer.backward(gb, input_grad=input_grad)
+            expected = F.conv2d_backward(gb, xb, layer.weight.data, layer.bias.data, stride=(1, 2), padding=1)
+            expected_out = F.conv2d(xb, layer.weight.data, layer.bias.data, stride=(1, 2), padding=1)
+        np.testing.assert_array_equal(to_numpy(out), to_numpy(expected_out))
+        if input_grad:
+            np.testing.assert_array_equal(to_numpy(grad_input), to_numpy(expected[0]))
+        np.testing.assert_array_equal(to_numpy(layer.weight.grad), to_numpy(expected[1]))
+        np.testing.assert_array_equal(to_numpy(layer.bias.grad), to_numpy(expected[2]))
+        reference.zero_grad()
+        tx = torch.tensor(to_numpy(xb).astype(np.float64), requires_grad=True)
+        ref = reference(tx)
+        ref.backward(torch.tensor(to_numpy(gb).astype(np.float64)))
+        what = f"batch {batch}, workspace_limit {limit}"
+        assert_close(out, ref.detach().numpy(), dtype=dtype, what=what)
+        assert_close(layer.weight.grad, reference.weight.grad.numpy(), dtype=dtype, what=what)
+        assert_close(layer.bias.grad, reference.bias.grad.numpy(), dtype=dtype, what=what)
+        if input_grad:
+            assert_close(grad_input, tx.grad.numpy(), dtype=dtype, what=what)
+        else:
+            assert grad_input is None
     layer.eval()
-    layer(x)
-    assert layer.columns is None
+    assert_close(layer(xb), reference(torch.tensor(to_numpy(xb).astype(np.float64))).detach().numpy(), dtype=dtype, what="eval")
 
 
 def test_gradients_accumulate_until_zero_grad():
@@ -194,54 +197,30 @@ def test_relu_then_max_pool_matches_torch_and_the_unfused_order(backend, pool):
      (dict(kernel_size=3, stride=1, dilation=2), 8), (dict(kernel_size=2, stride=3), 8)],
     ids=["2x2-odd", "2x2-even", "3x3-s2-p1-ceil", "3x3-dilated", "2x2-s3"],
 )
-@pytest.mark.parametrize("split", ["", "forward and backward", "backward"], ids=["whole", "split", "split-backward"])
-def test_training_max_pool_keeps_its_maxima_and_matches_torch(backend, dtype, params, size, split, monkeypatch):
-    """A training MaxPool2d's backward reads the maxima its forward found (not found again), and
-    gives torch's gradient exactly, float32 and float64: ties everywhere, a NaN window, windows that leave the last row
-    and column unread (their gradient must be zero in a buffer with any contents), and on NumPy
-    the batch split across threads in both passes or in the backward only (each part reading its
-    slice of the kept maxima)."""
-    import portaconv
-    from portaconv.functional import pooling
+def test_training_max_pool_matches_torch(backend, dtype, kernels, params, size):
+    """A training MaxPool2d's forward and backward give torch's values and gradient exactly,
+    float32 and float64, step after step: ties everywhere, a NaN window, windows that leave the
+    last row and column unread (their gradient must be zero), and in eval mode."""
+    if kernels == "reference" and dispatch.family(backend.xp) is None:
+        pytest.skip("no kernels on this backend: the same run as kernels='auto'")
+    rng = np.random.default_rng(7)
+    x = rng.integers(-2, 3, (4, 3, size, size)).astype(np.float64)
+    with_nan = x.copy()
+    with_nan[1, 2, 3, 4] = np.nan  # a non-finite maximum
+    layer = nn.MaxPool2d(**params)
+    for values in (x, with_nan, x[:3]):
+        out = layer(to_backend(values, backend, dtype))
+        g = rng.integers(-2, 3, tuple(out.shape)).astype(np.float64)
+        grad_input = layer.backward(to_backend(g, backend, dtype))
 
-    if split:
-        if backend.name != "numpy":
-            pytest.skip("the batch split is NumPy's")
-        pytest.importorskip("threadpoolctl")
-        monkeypatch.setattr(pooling, "_SPLIT_ELEMENTS", 0)
-        monkeypatch.setattr(pooling, "_FORWARD_SPLIT_ELEMENTS", 0 if split.startswith("forward") else 10**12)
-        previous = portaconv.set_num_threads(2)
-    calls = []
-    split_batch = pooling._threads.map_ranges
-    monkeypatch.setattr(pooling._threads, "map_ranges", lambda f, ranges: calls.append(ranges) or split_batch(f, ranges))
-    try:
-        rng = np.random.default_rng(7)
-        x = rng.integers(-2, 3, (4, 3, size, size)).astype(np.float64)
-        with_nan = x.copy()
-        with_nan[1, 2, 3, 4] = np.nan  # a non-finite maximum: the backward takes the exact path
-        layer = nn.MaxPool2d(**params)
-        maxima = pooling._maxima
-        for values in (x, with_nan):
-            out = layer(to_backend(values, backend, dtype))
-            g = rng.integers(-2, 3, tuple(out.shape)).astype(np.float64)
-            found = []
-            monkeypatch.setattr(pooling, "_maxima", lambda *args: found.append(1) or maxima(*args))
-            grad_input = layer.backward(to_backend(g, backend, dtype))
-            monkeypatch.setattr(pooling, "_maxima", maxima)
-            assert bool(found) == (values is with_nan), "the backward found finite maxima again"
-
-            tx = torch.tensor(values, requires_grad=True)
-            ref = torch.nn.functional.max_pool2d(tx, **params)
-            ref.backward(torch.tensor(g))
-            np.testing.assert_array_equal(to_numpy(out), ref.detach().numpy())
-            np.testing.assert_array_equal(to_numpy(grad_input), tx.grad.numpy())
-        assert len(calls) == (0 if not split else 4 if split.startswith("forward") else 2)  # two steps
-        layer.eval()
-        np.testing.assert_array_equal(to_numpy(layer(to_backend(with_nan, backend, dtype))), ref.detach().numpy())
-        assert layer.maxima is None
-    finally:
-        if split:
-            portaconv.set_num_threads(previous)
+        tx = torch.tensor(values, requires_grad=True)
+        ref = torch.nn.functional.max_pool2d(tx, **params)
+        ref.backward(torch.tensor(g))
+        np.testing.assert_array_equal(to_numpy(out), ref.detach().numpy())
+        np.testing.assert_array_equal(to_numpy(grad_input), tx.grad.numpy())
+    layer.eval()
+    expected = torch.nn.functional.max_pool2d(torch.tensor(with_nan), **params).numpy()
+    np.testing.assert_array_equal(to_numpy(layer(to_backend(with_nan, backend, dtype))), expected)
 
 
 @pytest.mark.parametrize("cls, args, fan_in", [(nn.Conv2d, (4, 8, 3), 36), (nn.ConvTranspose2d, (4, 8, 3), 72), (nn.Linear, (50, 20), 50)])
@@ -256,7 +235,7 @@ def test_torch_default_init_bounds(cls, args, fan_in):
 
 
 def test_state_dict_round_trip_and_errors(backend):
-    from portaconv import models
+    from portaconv.app import models
 
     net = models.build("seed-cnn", backend=backend.xp, device=backend.device, seed=1)
     other = models.build("seed-cnn", backend=backend.xp, device=backend.device, seed=2)
@@ -273,7 +252,7 @@ def test_state_dict_round_trip_and_errors(backend):
 
 
 def test_to_moves_parameters(torch):
-    from portaconv import models
+    from portaconv.app import models
 
     net = models.build("seed-cnn", seed=0)
     before = net.state_dict()
@@ -286,7 +265,7 @@ def test_to_moves_parameters(torch):
 
 
 def test_repr_is_readable():
-    from portaconv import models
+    from portaconv.app import models
 
     text = repr(models.build("seed-cnn"))
     assert text.startswith("Sequential(\n  (0): Conv2d(1, 32, kernel_size=(3, 3)")
@@ -334,7 +313,8 @@ def test_loss_modules_match_torch():
 
 def _training_curve(backend):
     """Eight SGD steps of seed-cnn (seed 3, float64) on fixed batches: the losses."""
-    from portaconv import models, optim
+    from portaconv import optim
+    from portaconv.app import models
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((64, 1, 28, 28))
@@ -365,7 +345,7 @@ def test_training_curves_match_numpy_on_every_backend(backend):
 
 @pytest.mark.parametrize("name", ["seed-cnn", "seed004", "cnn-fc"])
 def test_built_in_models(name):
-    from portaconv import models
+    from portaconv.app import models
 
     net = models.build(name, seed=0)
     out = net(np.zeros((2, 1, 28, 28), dtype=np.float32))

@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 
+import portaconv
 import portaconv.functional as F
 from portaconv import to_numpy
+from portaconv.primitives import dispatch
 from portaconv.testing import assert_close, to_backend
 
 nan, inf = np.nan, np.inf
@@ -208,18 +210,13 @@ def test_non_finite_input_pixel_stays_in_its_channel(torch, backend, conv_algori
 
 @pytest.mark.parametrize("bad", [np.inf, np.nan])
 @pytest.mark.parametrize("padding", [0, 1])
-def test_non_finite_weight_gives_torchs_input_gradient_pattern(torch, backend, monkeypatch, bad, padding):
+def test_non_finite_weight_gives_torchs_input_gradient_pattern(torch, backend, kernels, bad, padding):
     """A non-finite weight tap spreads to exactly the input pixels torch's does through the col2im
-    input gradient; the stride-1 frame col2im (NumPy), whose zero columns outside the output would
-    turn inf into NaN elsewhere, is forced and must step aside. (The stride0 path multiplies the
-    weight by its zero padding too: NaN at the borders where torch has inf; see the README.)"""
-    from portaconv import window
-    from portaconv.functional import conv
-
-    monkeypatch.setattr(conv, "GRAD_INPUT_METHOD", "col2im")
-    monkeypatch.setattr(conv, "CONV_ALGORITHM", "im2col")
-    monkeypatch.setattr(conv, "_FRAME_MAX_GROWTH", 10**9)
-    monkeypatch.setattr(window, "_GATHER_MAX_ELEMENTS", -1)
+    input gradient, with the backend's col2im kernel and with the Array API reference. (The stride0
+    path multiplies the weight by its zero padding too: NaN at the borders where torch has inf; see
+    the README.)"""
+    if kernels == "reference" and dispatch.family(backend.xp) is None:
+        pytest.skip("no kernels on this backend: the same run as kernels='auto'")
     rng = np.random.default_rng(12)
     x, w = rng.standard_normal((2, 3, 6, 7)), rng.standard_normal((4, 3, 3, 3))
     w[1, 2, 0, 2] = bad
@@ -227,7 +224,7 @@ def test_non_finite_weight_gives_torchs_input_gradient_pattern(torch, backend, m
     xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
     torch.nn.functional.conv2d(xt, wt, padding=padding).backward(torch.tensor(grad))
     xb, wb, gb = (to_backend(a, backend, "float64") for a in (x, w, grad))
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"), portaconv.options(grad_input="col2im", algorithm="im2col"):
         grad_input = to_numpy(F.conv2d_backward(gb, xb, wb, padding=padding)[0])
     expected = xt.grad.numpy()
     assert not np.isfinite(expected).all() and np.isfinite(expected).any()

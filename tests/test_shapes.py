@@ -65,35 +65,41 @@ def test_against_torch(torch):
                 assert got.shape[2] == pooled
 
 
-def test_batch_ranges(monkeypatch):
-    """Batch parts for the NumPy threads: contiguous, covering, balanced; None when not worth it."""
-    pytest.importorskip("threadpoolctl")
-    from portaconv import _threads
+@pytest.mark.parametrize(
+    "kh, sh, dh, top, oh, height, lh",
+    [(3, 1, 1, 1, 6, 6, 1), (4, 2, 1, 0, 3, 8, 1), (3, 2, 3, 2, 4, 9, 1), (2, 3, 2, -2, 3, 12, 1), (3, 1, 1, 2, 7, 3, 2)],
+)
+def test_window_tiles_read_the_same_pixels(kh, sh, dh, top, oh, height, lh):
+    """Window geometry (pure ints): tap i of output a reads virtual row a·sh + i·dh − top, inside the
+    frame, and a tile of output rows or a block of kernel rows reads exactly the rows the whole
+    window reads there (the workspace tiling relies on it). Columns use the same arithmetic."""
+    from portaconv.primitives.window import Window, extent
 
-    monkeypatch.setattr(_threads, "_num_threads", 3)
-    assert _threads.batch_ranges(10, 10**9) == [(0, 3), (3, 6), (6, 10)]
-    assert _threads.batch_ranges(2, 10**9) == [(0, 1), (1, 2)], "never more parts than images"
-    assert _threads.batch_ranges(1, 10**9) is None
-    assert _threads.batch_ranges(10, _threads._MIN_WORK - 1) is None, "too small to hand off"
-    monkeypatch.setattr(_threads, "_num_threads", 1)
-    assert _threads.batch_ranges(10, 10**9) is None
+    w = Window(kh, 1, sh, 1, dh, 1, top, 0, oh, 1, lh, 1)
 
+    def virtual(window, a, i):
+        return a * window.sh + i * window.dh - window.top
 
-@pytest.mark.parametrize("height, width, top, left", [(5, 6, 0, 0), (6, 5, 1, 2), (1, 1, 1, 1), (7, 4, 2, 1)])
-def test_winograd_parity_slices(height, width, top, left):
-    """Every input pixel lands in exactly one parity plane, at cell (y // 2, x // 2) of its padded
-    position (y, x) = (h + top, w + left)."""
-    import numpy as np
-
-    from portaconv.functional._winograd import _parity_slices
-
-    seen = np.zeros((height, width), dtype=int)
-    for rp, cp, (rows, cols), (cell_rows, cell_cols) in _parity_slices(height, width, top, left):
-        hs, ws = range(height)[rows], range(width)[cols]
-        assert len(hs) == cell_rows.stop - cell_rows.start and len(ws) == cell_cols.stop - cell_cols.start
-        for i, h in enumerate(hs):
-            assert (h + top) % 2 == rp and (h + top) // 2 == cell_rows.start + i
-        for j, w in enumerate(ws):
-            assert (w + left) % 2 == cp and (w + left) // 2 == cell_cols.start + j
-        seen[rows, cols] += 1
-    assert (seen == 1).all()
+    frame_top, frame_bottom, _, _ = w.frame(height, 1)
+    row0, _ = w.origin()
+    dilated = (height - 1) * lh + 1
+    assert frame_top >= 0 and frame_bottom >= 0
+    assert extent(oh, sh, kh, dh) == (oh - 1) * sh + (kh - 1) * dh + 1
+    for a in range(oh):
+        for i in range(kh):
+            frame_row = a * sh + i * dh + row0
+            assert 0 <= frame_row < frame_top + dilated + frame_bottom, "every tap lies inside the frame"
+            assert frame_row - frame_top == virtual(w, a, i), "frame row = virtual row + the frame's top padding"
+    last = (oh - 1) * sh + (kh - 1) * dh + row0
+    assert frame_bottom == 0 or last == frame_top + dilated + frame_bottom - 1, "the frame is just large enough"
+    for start, stop in itertools.combinations(range(oh + 1), 2):
+        tile = w.output_rows(start, stop)
+        assert tile.oh == stop - start
+        assert all(virtual(tile, a - start, i) == virtual(w, a, i) for a in range(start, stop) for i in range(kh))
+    for start, stop in itertools.combinations(range(kh + 1), 2):
+        block = w.kernel_rows(start, stop)
+        assert block.kh == stop - start and block.taps == (stop - start) * w.kw
+        assert all(virtual(block, a, i - start) == virtual(w, a, i) for a in range(oh) for i in range(start, stop))
+    nested = w.output_rows(1, oh).kernel_rows(1, kh) if oh > 1 and kh > 1 else w
+    if nested is not w:
+        assert all(virtual(nested, a - 1, i - 1) == virtual(w, a, i) for a in range(1, oh) for i in range(1, kh))

@@ -205,7 +205,9 @@ def _im2col_conv(x, weight, bias, window: Window, groups, xp):
             cols = P.im2col(images, rows_window.kernel_rows(i0, i1), xp)
             w_matrix = xp.reshape(w, (out_channels, -1))
             term = xp.matmul(_per_group(w_matrix, groups, xp), _per_group(cols, groups, xp))
+            del cols  # one column buffer alive at a time: the workspace bound
             product = _accumulate(product, xp.reshape(term, (out_channels, -1)))
+            del term
         batches.setdefault(n0, []).append(P.to_nchw(product, bias, (n1 - n0, out_channels, r1 - r0, window.ow), xp))
     return _join([_join(rows, 2, xp) for rows in batches.values()], 0, xp)
 
@@ -228,11 +230,15 @@ def _im2col_gradients(grad, x, weight, window: Window, groups, xp, *, input_grad
                 # runs fastest with this long inner dimension (docs/performance.md).
                 cols = _per_group(P.im2col(x[n0:n1, ...], tile_window, xp), groups, xp)
                 weight_blocks[i0] = _accumulate(weight_blocks.get(i0), xp.matmul(cols, xp.matrix_transpose(grad_matrix)))
+                del cols  # one column buffer alive at a time: the workspace bound
             if input_grad:
                 w_matrix = _per_group(xp.reshape(_kernel_rows(weight, i0, i1), (out_channels, -1)), groups, xp)
                 grad_cols = xp.reshape(xp.matmul(xp.matrix_transpose(w_matrix), grad_matrix), (channels * (i1 - i0) * kw, -1))
+                del w_matrix
                 part = P.col2im(grad_cols, (n1 - n0, channels, height, width), tile_window, xp)
+                del grad_cols
                 input_batches[n0] = _accumulate(input_batches.get(n0), part)
+                del part
     grad_input = _join(list(input_batches.values()), 0, xp) if input_grad else None
     grad_weight = None
     if weight_grad:

@@ -44,13 +44,39 @@ __all__ = [
 _JIT = dict(parallel=True, cache=True, fastmath=False)
 
 
+def _keep_freed_memory() -> bool:
+    """Keep freed memory mapped in this process (glibc only; returns whether it was applied).
+
+    NumPy allocates every array through malloc, and glibc hands large freed blocks back to the OS,
+    so the next column matrix of that size is faulted in again page by page: a convolution's
+    forward and backward allocate several buffers of its column matrix's size, and those page
+    faults cost as much as the kernels (docs/performance.md). Raising glibc's mmap and trim
+    thresholds keeps the pages mapped, as a caching allocator would. Process-wide and applied once,
+    when the NumPy kernels load; the price is that memory freed by NumPy stays in the process.
+    """
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 31))
+
+
+KEEPS_FREED_MEMORY = _keep_freed_memory()
+
+
 def _threads():
-    """Apply ``get_options().num_threads`` to numba (clamped to the threads numba started)."""
+    """Apply ``get_options().num_threads`` to numba (clamped to the threads numba started; None:
+    all of them, so a finished ``options(num_threads=...)`` block leaves nothing behind)."""
     wanted = get_options().num_threads
-    if wanted is not None:
-        wanted = min(wanted, numba.config.NUMBA_NUM_THREADS)
-        if numba.get_num_threads() != wanted:
-            numba.set_num_threads(wanted)
+    wanted = numba.config.NUMBA_NUM_THREADS if wanted is None else min(wanted, numba.config.NUMBA_NUM_THREADS)
+    if numba.get_num_threads() != wanted:
+        numba.set_num_threads(wanted)
 
 
 def _geometry(w):
@@ -290,6 +316,53 @@ def _max_pool(x, kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw, best, taps, 
                     ts[ob + a * ow + b] = k
 
 
+@njit(inline="always")
+def _interior_max_tap(xs, base, width, y0, x0, kh, kw, dh, dw, lowest):
+    """:func:`_max_tap` for a window with every tap inside the input (no tables, no padding)."""
+    best = lowest
+    win = 0
+    for i in range(kh):
+        row = base + (y0 + i * dh) * width + x0
+        for j in range(kw):
+            v = xs[row + j * dw]
+            take = (v > best) | (v != v)  # v != v: NaN. Selects, not branches: random data
+            best = v if take else best  # would mispredict every other branch
+            win = (i * kw + j) if take else win
+    return best, win
+
+
+@njit(**_JIT)
+def _max_pool_interior(x, kh, kw, sh, sw, dh, dw, top, left, oh, ow, best, taps, want_taps):
+    """:func:`_max_pool` where every window lies inside the input (the common unpadded pools)."""
+    n_, c_, h_, w_ = x.shape
+    lowest = np.full(1, -np.inf, dtype=x.dtype)[0]
+    xs = x.reshape(x.size)
+    bs = best.reshape(best.size)
+    ts = taps.reshape(taps.size)
+    for p in prange(n_ * c_):
+        xb = p * h_ * w_
+        ob = p * oh * ow
+        for a in range(oh):
+            for b in range(ow):
+                v, k = _interior_max_tap(xs, xb, w_, a * sh - top, b * sw - left, kh, kw, dh, dw, lowest)
+                bs[ob + a * ow + b] = v
+                if want_taps:
+                    ts[ob + a * ow + b] = k
+
+
+def _interior(x, w) -> bool:
+    """Whether every tap of every window lies inside the input (no padding read, no dilation of
+    the input): the kernels then index directly."""
+    height, width = x.shape[-2:]
+    return (
+        (w.lh, w.lw) == (1, 1)
+        and w.top <= 0
+        and w.left <= 0
+        and (w.oh - 1) * w.sh + (w.kh - 1) * w.dh - w.top <= height - 1
+        and (w.ow - 1) * w.sw + (w.kw - 1) * w.dw - w.left <= width - 1
+    )
+
+
 @register("max_pool", "numpy")
 def max_pool(x, w, xp, *, taps=True):
     x = np.ascontiguousarray(x)
@@ -297,7 +370,10 @@ def max_pool(x, w, xp, *, taps=True):
     best = np.empty(shape, dtype=x.dtype)
     winner = np.empty(shape if taps else (0, 0, 0, 0), dtype=np.int32)
     _threads()
-    _max_pool(x, *_geometry(w), best, winner, bool(taps))
+    if _interior(x, w):
+        _max_pool_interior(x, w.kh, w.kw, w.sh, w.sw, w.dh, w.dw, w.top, w.left, w.oh, w.ow, best, winner, bool(taps))
+    else:
+        _max_pool(x, *_geometry(w), best, winner, bool(taps))
     return best, (winner if taps else None)
 
 
@@ -332,13 +408,37 @@ def _max_pool_backward(grad, x, kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, l
                         os[xb + r * w_ + q] += gs[gb + a * ow + b]
 
 
+@njit(**_JIT)
+def _max_pool_backward_interior(grad, x, kh, kw, sh, sw, dh, dw, top, left, oh, ow, out):
+    """:func:`_max_pool_backward` where every window lies inside the input."""
+    n_, c_, h_, w_ = x.shape
+    lowest = np.full(1, -np.inf, dtype=x.dtype)[0]
+    xs = x.reshape(x.size)
+    gs = grad.reshape(grad.size)
+    os = out.reshape(out.size)
+    for p in prange(n_ * c_):
+        xb = p * h_ * w_
+        gb = p * oh * ow
+        _zero_plane(os, xb, h_ * w_)
+        for a in range(oh - 1, -1, -1):  # reverse order: see _max_pool_backward
+            for b in range(ow - 1, -1, -1):
+                y0 = a * sh - top
+                x0 = b * sw - left
+                _, k = _interior_max_tap(xs, xb, w_, y0, x0, kh, kw, dh, dw, lowest)
+                i = k // kw
+                os[xb + (y0 + i * dh) * w_ + x0 + (k - i * kw) * dw] += gs[gb + a * ow + b]
+
+
 @register("max_pool_backward", "numpy")
 def max_pool_backward(grad, x, w, xp):
     x = np.ascontiguousarray(x)
     grad = np.ascontiguousarray(grad)
     out = np.empty(x.shape, dtype=grad.dtype)
     _threads()
-    _max_pool_backward(grad, x, *_geometry(w), out)
+    if _interior(x, w):
+        _max_pool_backward_interior(grad, x, w.kh, w.kw, w.sh, w.sw, w.dh, w.dw, w.top, w.left, w.oh, w.ow, out)
+    else:
+        _max_pool_backward(grad, x, *_geometry(w), out)
     return out
 
 

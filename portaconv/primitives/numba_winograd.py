@@ -28,6 +28,7 @@ import numpy as np
 
 from .._options import get_options
 from .dispatch import register
+from .numba_kernels import _threads
 from .window import Window
 
 __all__ = ["winograd_input", "winograd_input_adjoint", "winograd_output", "winograd_output_adjoint"]
@@ -35,15 +36,6 @@ __all__ = ["winograd_input", "winograd_input_adjoint", "winograd_output", "winog
 
 def _tiles(w: Window):
     return (w.oh + 1) // 2, (w.ow + 1) // 2
-
-
-def _threads():
-    """Apply ``get_options().num_threads`` to numba (clamped to the threads numba started)."""
-    wanted = get_options().num_threads
-    if wanted is not None:
-        wanted = min(wanted, numba.config.NUMBA_NUM_THREADS)
-        if numba.get_num_threads() != wanted:
-            numba.set_num_threads(wanted)
 
 
 @numba.njit(parallel=True, cache=True)
