@@ -18,6 +18,7 @@ buffer stays within ``workspace_limit``.
 
 from __future__ import annotations
 
+from .. import primitives as P
 from .._options import get_options
 from ..primitives import (
     winograd_input,
@@ -57,7 +58,7 @@ def forward(x, weight, bias, w: Window, xp):
     outputs = []
     for start, stop in _chunks(batch, size):
         v = winograd_input(x[start:stop, ...], w, xp)  # (16, C, tiles)
-        m = xp.matmul(u, v)  # (16, K, tiles)
+        m = P.matmul(u, v, xp)  # (16, K, tiles)
         outputs.append(winograd_output(m, bias, (stop - start, out_channels, w.oh, w.ow), w, xp))
     return outputs[0] if len(outputs) == 1 else xp.concat(outputs, axis=0)
 
@@ -75,10 +76,10 @@ def backward(grad, x, weight, w: Window, xp, *, input_grad=True, weight_grad=Tru
         dm = winograd_output_adjoint(grad[start:stop, ...], w, xp)  # (16, K, tiles)
         if weight_grad:
             v = winograd_input(x[start:stop, ...], w, xp)  # (16, C, tiles)
-            part = xp.matmul(dm, xp.matrix_transpose(v))  # (16, K, C)
+            part = P.matmul(dm, xp.matrix_transpose(v), xp)  # (16, K, C)
             grad_u = part if grad_u is None else grad_u + part
         if input_grad:
-            dv = xp.matmul(xp.matrix_transpose(u), dm)  # (16, C, tiles)
+            dv = P.matmul(xp.matrix_transpose(u), dm, xp)  # (16, C, tiles)
             grad_inputs.append(winograd_input_adjoint(dv, (stop - start, channels, height, width), w, xp))
     grad_input = None
     if input_grad:

@@ -204,7 +204,7 @@ def _im2col_conv(x, weight, bias, window: Window, groups, xp):
             w = _kernel_rows(weight, i0, i1)
             cols = P.im2col(images, rows_window.kernel_rows(i0, i1), xp)
             w_matrix = xp.reshape(w, (out_channels, -1))
-            term = xp.matmul(_per_group(w_matrix, groups, xp), _per_group(cols, groups, xp))
+            term = P.matmul(_per_group(w_matrix, groups, xp), _per_group(cols, groups, xp), xp)
             del cols  # one column buffer alive at a time: the workspace bound
             product = _accumulate(product, xp.reshape(term, (out_channels, -1)))
             del term
@@ -229,11 +229,11 @@ def _im2col_gradients(grad, x, weight, window: Window, groups, xp, *, input_grad
                 # Summed as its transpose, cols · gradᵀ (G, C/G·kh'·kw, K/G): the product OpenBLAS
                 # runs fastest with this long inner dimension (docs/performance.md).
                 cols = _per_group(P.im2col(x[n0:n1, ...], tile_window, xp), groups, xp)
-                weight_blocks[i0] = _accumulate(weight_blocks.get(i0), xp.matmul(cols, xp.matrix_transpose(grad_matrix)))
+                weight_blocks[i0] = _accumulate(weight_blocks.get(i0), P.matmul(cols, xp.matrix_transpose(grad_matrix), xp))
                 del cols  # one column buffer alive at a time: the workspace bound
             if input_grad:
                 w_matrix = _per_group(xp.reshape(_kernel_rows(weight, i0, i1), (out_channels, -1)), groups, xp)
-                grad_cols = xp.reshape(xp.matmul(xp.matrix_transpose(w_matrix), grad_matrix), (channels * (i1 - i0) * kw, -1))
+                grad_cols = xp.reshape(P.matmul(xp.matrix_transpose(w_matrix), grad_matrix, xp), (channels * (i1 - i0) * kw, -1))
                 del w_matrix
                 part = P.col2im(grad_cols, (n1 - n0, channels, height, width), tile_window, xp)
                 del grad_cols

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from .. import primitives as P
 from .._backend import namespace_of
 from .._shapes import _is_int
 from .._validate import check_float_arrays, check_shape
@@ -38,7 +39,7 @@ def linear(input, weight, bias=None):
     """
     xp = namespace_of(input, weight, bias)
     _check_linear("linear", input, weight, bias, xp)
-    out = xp.matmul(input, xp.matrix_transpose(weight)) if input.ndim > 1 else xp.matmul(weight, input)
+    out = P.matmul(input, xp.matrix_transpose(weight), xp) if input.ndim > 1 else P.matmul(weight, input, xp)
     return out if bias is None else out + bias
 
 
@@ -55,8 +56,8 @@ def linear_backward(grad_output, input, weight, bias=None):
     out_features, in_features = weight.shape
     grad_2d = xp.reshape(grad_output, (-1, out_features))
     input_2d = xp.reshape(input, (-1, in_features))
-    grad_input = xp.reshape(xp.matmul(grad_2d, weight), input.shape)
-    grad_weight = xp.matmul(xp.matrix_transpose(grad_2d), input_2d)
+    grad_input = xp.reshape(P.matmul(grad_2d, weight, xp), input.shape)
+    grad_weight = P.matmul(xp.matrix_transpose(grad_2d), input_2d, xp)
     grad_bias = None if bias is None else xp.sum(grad_2d, axis=0)
     return grad_input, grad_weight, grad_bias
 

@@ -23,6 +23,7 @@ __all__ = [
     "window_sum",
     "window_spread",
     "to_nchw",
+    "matmul",
 ]
 
 
@@ -52,6 +53,10 @@ def window_sum(x, window, xp):
 
 def window_spread(grad, shape, window, xp):
     return _implementation("window_spread", xp, grad.dtype)(grad, shape, window, xp)
+
+
+def matmul(a, b, xp):
+    return _implementation("matmul", xp, a.dtype)(a, b, xp)
 
 
 def to_nchw(y, bias, shape, xp):

@@ -570,4 +570,4 @@ def to_nchw(y, bias, shape, xp):
     return out
 
 
-from . import numba_winograd  # noqa: E402,F401  (registers the Winograd transform kernels)
+from . import numba_winograd, numpy_products  # noqa: E402,F401  (register the Winograd kernels and the products)

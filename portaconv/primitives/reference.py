@@ -26,6 +26,7 @@ __all__ = [
     "window_sum",
     "window_spread",
     "to_nchw",
+    "matmul",
 ]
 
 
@@ -160,6 +161,12 @@ def window_spread(grad, shape, w: Window, xp):
     for index in _tap_slices(w):
         frame = at(frame)[index].add(grad)
     return _crop(frame, shape, w)
+
+
+def matmul(a, b, xp):
+    """The matrix product (stacks broadcast): the products every convolution and linear layer
+    is made of."""
+    return xp.matmul(a, b)
 
 
 def to_nchw(y, bias, shape, xp):
