@@ -142,10 +142,10 @@ def test_winograd_transform_adjoints(backend, kernels, height, width, top, left)
     assert abs(lhs - rhs) <= 1e-10 * abs(lhs)
 
 
-def test_winograd_is_chosen_where_it_pays():
-    """auto: Winograd for 3×3 stride-1 NumPy convolutions with enough channels and tiles, when the
-    kernels run; im2col else. ``algorithm=`` forces a choice where Winograd applies; ``reference``
-    always computes by im2col."""
+def test_winograd_only_when_asked():
+    """auto: im2col everywhere (measured faster on NumPy and CuPy); ``algorithm="winograd"``
+    picks Winograd where it applies (3×3, stride 1, dilation 1, one group); ``reference`` always
+    computes by im2col."""
     import array_api_compat.numpy as np_namespace
 
     import portaconv
@@ -159,13 +159,7 @@ def test_winograd_is_chosen_where_it_pays():
         window = Window(kernel, kernel, stride, stride, dilation, dilation, 1, 1, out, out)
         return dispatch.conv_algorithm(window, groups, channels, channels, xp)
 
-    assert choice(64, 56) == "winograd" and choice(128, 28) == "winograd"
-    assert choice(64, 13) == "im2col", "13×13: 49 tiles, im2col is faster"
-    assert choice(16, 56) == "im2col", "16 channels: im2col is as fast"
-    assert {choice(64, 56, stride=2), choice(64, 56, dilation=2), choice(64, 56, groups=2), choice(64, 56, kernel=5)} == {"im2col"}
-    assert choice(64, 56, array_api_strict) == "im2col", "other backends: im2col unless forced"
-    with portaconv.options(kernels="reference"):
-        assert choice(64, 56) == "im2col", "the reference transforms do not pay on NumPy"
+    assert {choice(64, 56), choice(128, 28), choice(64, 13), choice(64, 56, array_api_strict)} == {"im2col"}
     with portaconv.options(algorithm="winograd"):
         assert choice(64, 13) == "winograd" and choice(2, 4, array_api_strict) == "winograd"
         assert choice(64, 56, stride=2) == "im2col" and choice(64, 56, groups=2) == "im2col", "where it applies only"

@@ -105,13 +105,6 @@ _CHOSEN: dict = {}
 
 # ---- conv2d's algorithm ------------------------------------------------------------------------
 
-# Winograd F(2×2, 3×3) multiplies 2.25× less, but its transforms read and write 16/4 = 4× the
-# output per pass; it pays where the products dominate: enough channels on both sides and enough
-# tiles per image (see docs/performance.md for the measurements behind these two numbers).
-WINOGRAD_MIN_CHANNELS = 32
-WINOGRAD_MIN_TILES = 100
-
-
 def winograd_applies(window: Window, groups: int) -> bool:
     return (window.kh, window.kw, window.sh, window.sw, window.dh, window.dw, window.lh, window.lw, groups) == (
         3, 3, 1, 1, 1, 1, 1, 1, 1,
@@ -119,18 +112,19 @@ def winograd_applies(window: Window, groups: int) -> bool:
 
 
 def conv_algorithm(window: Window, groups: int, channels: int, out_channels: int, xp) -> str:
-    """"im2col" or "winograd" for one convolution (forward or gradient) under the options."""
+    """"im2col" or "winograd" for one convolution (forward or gradient) under the options.
+
+    auto: im2col everywhere. Winograd F(2×2, 3×3) multiplies 2.25× less, but its transformed
+    input is 4× the input and is read and written by transforms that cost as much as the products
+    they save: with the NumPy kernels (numba transforms, products split over two threads) im2col
+    was faster on every 3×3 layer measured, 13² to 56² (docs/performance.md); on CuPy the reference
+    transforms (many small launches) ran 3–8× slower than im2col on an H100. Winograd stays
+    available as ``options(algorithm="winograd")``, tested against torch like im2col.
+    """
     choice = get_options().effective_algorithm
-    if choice == "im2col" or not winograd_applies(window, groups):
-        return "im2col"
-    if choice == "winograd":
+    if choice == "winograd" and winograd_applies(window, groups):
         return "winograd"
-    # auto: NumPy only. On an H100 the reference transforms (many small launches) made CuPy's 3×3
-    # layers 3–8× slower than im2col with the CUDA kernels; torch and JAX have no kernels for them.
-    if family(xp) != "numpy" or not get_options().use_kernels:
-        return "im2col"
-    tiles = ((window.oh + 1) // 2) * ((window.ow + 1) // 2)
-    return "winograd" if min(channels, out_channels) >= WINOGRAD_MIN_CHANNELS and tiles >= WINOGRAD_MIN_TILES else "im2col"
+    return "im2col"
 
 
 def grad_input_method(window: Window, channels: int, out_channels: int) -> str:
