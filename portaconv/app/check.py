@@ -21,6 +21,10 @@ def run_check(backend_name, *, device=None, cases=CASES, out=print) -> int:
     ``portaconv.options(reference=True)``, so no compiled kernel checks itself."""
     from .._backend import get_namespace
 
+    if backend_name == "jax":
+        import jax
+
+        jax.config.update("jax_enable_x64", True)  # the float64 half of the check needs it
     if backend_name == "torch-cuda":
         backend = next(b for b in available_backends([backend_name]))
     else:

@@ -134,6 +134,13 @@ def grad_input_method(window: Window, channels: int, out_channels: int) -> str:
     return "col2im" if choice == "auto" else choice
 
 
+# ---- threads -----------------------------------------------------------------------------------
+
+# The NumPy kernels run serially below this many elements in their largest array: starting
+# numba's threads costs about as much as a serial pass over this many elements (docs/performance.md).
+PARALLEL_MIN_ELEMENTS = 65536
+
+
 # ---- memory ------------------------------------------------------------------------------------
 
 

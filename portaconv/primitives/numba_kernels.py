@@ -22,13 +22,15 @@ a thread-safe numba threading layer (``omp`` or ``tbb``; numba picks ``omp`` whe
 
 from __future__ import annotations
 
+import types
+
 import numba
 import numpy as np
 from numba import njit, prange
 
 from .._options import get_options
 from . import reference
-from .dispatch import register
+from .dispatch import PARALLEL_MIN_ELEMENTS, register
 
 __all__ = [
     "im2col",
@@ -41,7 +43,24 @@ __all__ = [
     "to_nchw",
 ]
 
-_JIT = dict(parallel=True, cache=True, fastmath=False)
+class _Kernel:
+    """A kernel compiled twice: parallel (``prange`` over numba's threads) and serial (``prange``
+    as ``range``), the serial one for calls whose largest array holds fewer than
+    ``dispatch.PARALLEL_MIN_ELEMENTS`` elements, where starting the threads costs more than it
+    saves. Both compute the same bits (every output is written by one iteration either way)."""
+
+    def __init__(self, fn):
+        self.parallel = njit(parallel=True, cache=True, fastmath=False)(fn)
+        serial = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__, fn.__closure__)
+        serial.__qualname__ = fn.__qualname__ + "_serial"  # its own on-disk cache entry
+        self.serial = njit(parallel=False, cache=True, fastmath=False)(serial)
+
+    def __call__(self, *args):
+        work = max([a.size for a in args if isinstance(a, np.ndarray)], default=0)
+        return (self.parallel if work >= PARALLEL_MIN_ELEMENTS else self.serial)(*args)
+
+
+_kernel = _Kernel
 
 
 def _keep_freed_memory() -> bool:
@@ -179,7 +198,7 @@ def _add_rows(os, d, src, s, blo, bhi, sw):
 # faster than 4-D indexing on 13-wide rows.
 
 
-@njit(**_JIT)
+@_kernel
 def _im2col(x, kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw, out):
     n_, c_, h_, w_ = x.shape
     rtab = _table(kh, dh, sh, top, oh, h_, lh)
@@ -269,7 +288,7 @@ def _spread(src, row_base, n_, c_, h_, w_, kh, kw, sw, dw, left, oh, ow, lw, rta
                             os[ob + r * w_ + q] += src[sb + a * ow + b]
 
 
-@njit(**_JIT)
+@_kernel
 def _col2im(cols, kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw, out):
     n_, c_, h_, w_ = out.shape
     rtab = _table(kh, dh, sh, top, oh, h_, lh)
@@ -293,7 +312,7 @@ def col2im(cols, shape, w, xp):
 # ---- max pooling -------------------------------------------------------------------------------
 
 
-@njit(**_JIT)
+@_kernel
 def _max_pool(x, kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw, best, taps, want_taps):
     n_, c_, h_, w_ = x.shape
     rtab = _table(kh, dh, sh, top, oh, h_, lh)
@@ -331,7 +350,7 @@ def _interior_max_tap(xs, base, width, y0, x0, kh, kw, dh, dw, lowest):
     return best, win
 
 
-@njit(**_JIT)
+@_kernel
 def _max_pool_interior(x, kh, kw, sh, sw, dh, dw, top, left, oh, ow, best, taps, want_taps):
     """:func:`_max_pool` where every window lies inside the input (the common unpadded pools)."""
     n_, c_, h_, w_ = x.shape
@@ -377,7 +396,7 @@ def max_pool(x, w, xp, *, taps=True):
     return best, (winner if taps else None)
 
 
-@njit(**_JIT)
+@_kernel
 def _max_pool_backward(grad, x, kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw, out):
     n_, c_, h_, w_ = x.shape
     rtab = _table(kh, dh, sh, top, oh, h_, lh)
@@ -408,7 +427,7 @@ def _max_pool_backward(grad, x, kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, l
                         os[xb + r * w_ + q] += gs[gb + a * ow + b]
 
 
-@njit(**_JIT)
+@_kernel
 def _max_pool_backward_interior(grad, x, kh, kw, sh, sw, dh, dw, top, left, oh, ow, out):
     """:func:`_max_pool_backward` where every window lies inside the input."""
     n_, c_, h_, w_ = x.shape
@@ -442,7 +461,7 @@ def max_pool_backward(grad, x, w, xp):
     return out
 
 
-@njit(**_JIT)
+@_kernel
 def _max_pool_scatter(grad, taps_in, kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw, out):
     n_, c_, h_, w_ = out.shape
     rtab = _table(kh, dh, sh, top, oh, h_, lh)
@@ -481,7 +500,7 @@ def max_pool_scatter(grad, taps, shape, w, xp):
 # ---- average pooling ---------------------------------------------------------------------------
 
 
-@njit(**_JIT)
+@_kernel
 def _window_sum(x, kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw, out):
     n_, c_, h_, w_ = x.shape
     rtab = _table(kh, dh, sh, top, oh, h_, lh)
@@ -516,7 +535,7 @@ def window_sum(x, w, xp):
     return out
 
 
-@njit(**_JIT)
+@_kernel
 def _window_spread(grad, kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw, out):
     n_, c_, h_, w_ = out.shape
     rtab = _table(kh, dh, sh, top, oh, h_, lh)
@@ -540,7 +559,7 @@ def window_spread(grad, shape, w, xp):
 # ---- the product's result into NCHW ------------------------------------------------------------
 
 
-@njit(**_JIT)
+@_kernel
 def _to_nchw(y, bias, has_bias, out):
     n_, k_, plane = out.shape
     for p in prange(n_ * k_):

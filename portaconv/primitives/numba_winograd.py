@@ -28,7 +28,7 @@ import numpy as np
 
 from .._options import get_options
 from .dispatch import register
-from .numba_kernels import _threads
+from .numba_kernels import _kernel, _threads
 from .window import Window
 
 __all__ = ["winograd_input", "winograd_input_adjoint", "winograd_output", "winograd_output_adjoint"]
@@ -38,7 +38,7 @@ def _tiles(w: Window):
     return (w.oh + 1) // 2, (w.ow + 1) // 2
 
 
-@numba.njit(parallel=True, cache=True)
+@_kernel
 def _input(x, top, left, th, tw, v):
     n, c, height, width = x.shape
     tiles = th * tw
@@ -111,7 +111,7 @@ def _b_pass(v0, v1, v2, v3):
     return v0, v1 - v2 + v3, v1 + v2 - v0, -v3
 
 
-@numba.njit(parallel=True, cache=True)
+@_kernel
 def _input_adjoint(dv, top, left, th, tw, out):
     n, c, height, width = out.shape
     tiles = th * tw
@@ -161,7 +161,7 @@ def _input_adjoint(dv, top, left, th, tw, out):
                     out[b, ch, h, u] = 0.0
 
 
-@numba.njit(parallel=True, cache=True)
+@_kernel
 def _output(m, bias, has_bias, th, tw, out):
     n, k, oh, ow = out.shape
     tiles = th * tw
@@ -201,7 +201,7 @@ def _output(m, bias, has_bias, th, tw, out):
                         out[b, ch, r + 1, s + 1] = y11
 
 
-@numba.njit(parallel=True, cache=True)
+@_kernel
 def _output_adjoint(grad, th, tw, zero, dm):
     n, k, oh, ow = grad.shape
     tiles = th * tw

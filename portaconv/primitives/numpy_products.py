@@ -26,6 +26,9 @@ __all__ = ["matmul"]
 
 # Products with fewer multiply-adds run whole: a hand-off to the pool costs tens of µs.
 _MIN_SPLIT_MULTIPLY_ADDS = 4_000_000
+# OpenBLAS runs products below this many multiply-adds on one thread by itself (its
+# SMP_THRESHOLD_MIN × GEMM_MULTITHREAD_THRESHOLD): they need no thread setting.
+_BLAS_SINGLE_THREADED_BELOW = 65536 * 4
 
 _lock = threading.Lock()
 _state = {"pool": None, "blas": None, "users": 0, "saved": None}
@@ -96,6 +99,8 @@ def matmul(a, b, xp):
     """``a @ b`` (stacks of matrices broadcast as in ``matmul``), split over two threads."""
     rows, inner, columns = a.shape[-2], a.shape[-1], b.shape[-1]
     batch = int(np.prod(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]), dtype=np.int64))
+    if rows * inner * columns < _BLAS_SINGLE_THREADED_BELOW:
+        return np.matmul(a, b)
     with _OneBlasThread():
         if _CORES < 2 or batch * rows * inner * columns < _MIN_SPLIT_MULTIPLY_ADDS or max(rows, columns) < 2:
             return np.matmul(a, b)

@@ -57,8 +57,12 @@ class Window:
 
     def output_rows(self, start: int, stop: int) -> "Window":
         """The window of output rows ``start:stop`` only (a tile of the output)."""
+        if (start, stop) == (0, self.oh):
+            return self
         return replace(self, top=self.top - start * self.sh, oh=stop - start)
 
     def kernel_rows(self, start: int, stop: int) -> "Window":
         """The window of kernel rows ``start:stop`` only (a slice of the reduction)."""
+        if (start, stop) == (0, self.kh):
+            return self
         return replace(self, top=self.top - start * self.dh, kh=stop - start)
