@@ -87,14 +87,6 @@ def get_namespace(backend):
     return importlib.import_module(f"array_api_compat.{backend}")
 
 
-def is_numpy(xp) -> bool:
-    """Whether ``xp`` is array-api-compat's NumPy namespace (gate of the NumPy fast paths).
-
-    A name comparison: ``array_api_compat.is_numpy_namespace`` costs ~100 µs a call.
-    """
-    return xp.__name__ == "array_api_compat.numpy"
-
-
 def backend_name(x) -> str:
     """Name of the library an array belongs to (``"numpy"``, ``"torch"``, ``"jax"``, ...).
 
@@ -125,7 +117,7 @@ def namespace_of(*arrays):
     """
     present = [a for a in arrays if a is not None]
     if present and all(type(a) is _np.ndarray for a in present):
-        return _compat_numpy  # the common case, without the generic inference's ~10 µs
+        return _compat_numpy  # the common case, without the generic inference
     libraries = {}
     for a in present:
         if not array_api_compat.is_array_api_obj(a) or isinstance(a, (int, float, bool, complex)):

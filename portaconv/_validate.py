@@ -70,3 +70,38 @@ def check_shape(op: str, name: str, x, expected):
 def check_choice(op: str, name: str, value, choices):
     if value not in choices:
         raise ValueError(f"{op}: {name} must be one of {choices}, got {value!r}")
+
+
+def _typed(value):
+    """A cache key that tells 1, 1.0 and True apart (they hash alike but validate differently)."""
+    if type(value) is tuple or type(value) is list:
+        return (type(value), *[(type(v), v) for v in value])
+    return (type(value), value)
+
+
+def cached_geometry(*, shapes: int):
+    """Memoize a geometry validator ``validate(op, *shapes, *params)``: a repeated call (every
+    training step) skips the Python checks. The first ``shapes`` arguments after ``op`` are shapes;
+    keys hold the parameters' types; errors are not cached; unhashable arguments skip the cache."""
+
+    def decorate(validate):
+        cache = {}
+
+        def wrapper(op, *args):
+            key = (op, *[tuple(a) for a in args[:shapes]], *[_typed(p) for p in args[shapes:]])
+            try:
+                return cache[key]
+            except KeyError:
+                pass
+            except TypeError:
+                return validate(op, *args)
+            if len(cache) > 4096:
+                cache.clear()
+            cache[key] = result = validate(op, *args)
+            return result
+
+        wrapper.__wrapped__ = validate
+        wrapper.__doc__ = validate.__doc__
+        return wrapper
+
+    return decorate

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from .. import primitives as P
 from .._backend import namespace_of
 from .._shapes import _is_int, _pair, _padding4, conv_output_size, conv_transpose_output_size
-from .._validate import check_float_arrays, check_ndim, check_shape
+from .._validate import cached_geometry, check_float_arrays, check_ndim, check_shape
 from ..primitives import dispatch
 from ..primitives.window import Window
 from . import _winograd as winograd
@@ -63,37 +63,7 @@ def _check_groups(op, groups, in_channels, out_channels):
         )
 
 
-def _typed(value):
-    """A cache key that tells 1, 1.0 and True apart (they hash alike but validate differently)."""
-    if type(value) is tuple or type(value) is list:
-        return (type(value), *[(type(v), v) for v in value])
-    return (type(value), value)
-
-
-def _cached(validate):
-    """Memoize a geometry validator: a repeated call (every training step) skips ~5 µs of Python
-    checks. Keys hold the parameters' types; errors are not cached; unhashable arguments skip."""
-    cache = {}
-
-    def wrapper(op, input_shape, weight_shape, *params):
-        key = (op, tuple(input_shape), tuple(weight_shape), *[_typed(p) for p in params])
-        try:
-            return cache[key]
-        except KeyError:
-            pass
-        except TypeError:
-            return validate(op, input_shape, weight_shape, *params)
-        if len(cache) > 4096:
-            cache.clear()
-        cache[key] = result = validate(op, input_shape, weight_shape, *params)
-        return result
-
-    wrapper.__wrapped__ = validate
-    wrapper.__doc__ = validate.__doc__
-    return wrapper
-
-
-@_cached
+@cached_geometry(shapes=2)
 def _conv_geometry(op, input_shape, weight_shape, stride, padding, dilation, groups) -> _Geometry:
     """Validate a conv2d call's shapes and parameters; input_shape is (N, C, H, W)."""
     sh, sw = _pair(stride, "stride", minimum=1)
@@ -121,7 +91,7 @@ def _conv_geometry(op, input_shape, weight_shape, stride, padding, dilation, gro
     return _Geometry(Window(kh, kw, sh, sw, dh, dw, pads[0], pads[2], oh, ow), height, width, groups)
 
 
-@_cached
+@cached_geometry(shapes=2)
 def _transpose_geometry(op, input_shape, weight_shape, stride, padding, output_padding, dilation, groups):
     """Validate conv_transpose2d; return the geometry of the conv whose grad_input it is."""
     sh, sw = _pair(stride, "stride", minimum=1)

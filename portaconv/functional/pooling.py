@@ -12,13 +12,14 @@ from array_api_compat import device as _device
 from .. import primitives as P
 from .._backend import namespace_of
 from .._shapes import _is_int, _pair, pool_output_size
-from .._validate import check_shape
+from .._validate import cached_geometry, check_shape
 from ..primitives.window import Window
 from ._common import batched, unbatch
 
 __all__ = ["max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward"]
 
 
+@cached_geometry(shapes=1)
 def _pool_geometry(op, shape, kernel_size, stride, padding, dilation, ceil_mode) -> Window:
     kh, kw = _pair(kernel_size, "kernel_size", minimum=1)
     sh, sw = (kh, kw) if stride is None or stride == () else _pair(stride, "stride", minimum=1)

@@ -289,15 +289,17 @@ def _spread(src, row_base, n_, c_, h_, w_, kh, kw, sw, dw, left, oh, ow, lw, rta
 
 
 @_kernel
-def _col2im(cols, kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw, out):
+def _adjoint(src, per_tap, kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw, out):
+    """col2im (``per_tap``: ``src`` is the (C·taps, N·oh·ow) column matrix) or window_spread
+    (``src`` is (N, C, oh, ow), the same values for every tap): see :func:`_spread`."""
     n_, c_, h_, w_ = out.shape
     rtab = _table(kh, dh, sh, top, oh, h_, lh)
     ctab = _table(kw, dw, sw, left, ow, w_, lw)
     lo, hi = _ranges(ctab)
-    src = cols.reshape(cols.size)
+    flat = src.reshape(src.size)
     os = out.reshape(out.size)
     for p in prange(n_ * c_):
-        _spread(src, True, n_, c_, h_, w_, kh, kw, sw, dw, left, oh, ow, lw, rtab, ctab, lo, hi, os, p)
+        _spread(flat, per_tap, n_, c_, h_, w_, kh, kw, sw, dw, left, oh, ow, lw, rtab, ctab, lo, hi, os, p)
 
 
 @register("col2im", "numpy")
@@ -305,7 +307,7 @@ def col2im(cols, shape, w, xp):
     cols = np.ascontiguousarray(cols)
     out = np.empty(tuple(shape), dtype=cols.dtype)
     _threads()
-    _col2im(cols, *_geometry(w), out)
+    _adjoint(cols, True, *_geometry(w), out)
     return out
 
 
@@ -535,24 +537,12 @@ def window_sum(x, w, xp):
     return out
 
 
-@_kernel
-def _window_spread(grad, kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw, out):
-    n_, c_, h_, w_ = out.shape
-    rtab = _table(kh, dh, sh, top, oh, h_, lh)
-    ctab = _table(kw, dw, sw, left, ow, w_, lw)
-    lo, hi = _ranges(ctab)
-    src = grad.reshape(grad.size)
-    os = out.reshape(out.size)
-    for p in prange(n_ * c_):
-        _spread(src, False, n_, c_, h_, w_, kh, kw, sw, dw, left, oh, ow, lw, rtab, ctab, lo, hi, os, p)
-
-
 @register("window_spread", "numpy")
 def window_spread(grad, shape, w, xp):
     grad = np.ascontiguousarray(grad)
     out = np.empty(tuple(shape), dtype=grad.dtype)
     _threads()
-    _window_spread(grad, *_geometry(w), out)
+    _adjoint(grad, False, *_geometry(w), out)
     return out
 
 
