@@ -241,7 +241,7 @@ def _stride0_grad_input(grad, weight, window: Window, groups, height, width, xp)
 
 def _forward(x, weight, bias, g: _Geometry, xp):
     """(N, C, H, W) → (N, K, oh, ow) by the algorithm the options pick."""
-    algorithm = dispatch.conv_algorithm(g.window, g.groups, x.shape[1], weight.shape[0], xp)
+    algorithm = dispatch.conv_algorithm(g.window, g.groups)
     if algorithm == "winograd":
         return winograd.forward(x, weight, bias, g.window, xp)
     return _im2col_conv(x, weight, bias, g.window, g.groups, xp)
@@ -250,11 +250,10 @@ def _forward(x, weight, bias, g: _Geometry, xp):
 def _gradients(grad, x, weight, g: _Geometry, xp, *, input_grad=True, weight_grad=True, shape=None):
     """(grad_input or None, grad_weight or None) of conv2d at ``x`` (None without ``weight_grad``;
     then ``shape`` = (N, C, H, W, K, C/groups, kh, kw))."""
-    batch, channels, height, width = x.shape if x is not None else shape[:4]
-    out_channels = weight.shape[0] if weight is not None else shape[4]
-    if dispatch.conv_algorithm(g.window, g.groups, channels, out_channels, xp) == "winograd":
+    height, width = x.shape[2:] if x is not None else shape[2:4]
+    if dispatch.conv_algorithm(g.window, g.groups) == "winograd":
         return winograd.backward(grad, x, weight, g.window, xp, input_grad=input_grad, weight_grad=weight_grad, shape=shape)
-    stride0 = input_grad and dispatch.grad_input_method(g.window, channels, out_channels) == "stride0"
+    stride0 = input_grad and dispatch.grad_input_method() == "stride0"
     grad_input, grad_weight = _im2col_gradients(
         grad, x, weight, g.window, g.groups, xp, input_grad=input_grad and not stride0, weight_grad=weight_grad, shape=shape
     )

@@ -106,11 +106,6 @@ _THREADS = 256
 _MAX_BLOCKS = 65536  # grid-stride loops cover the rest
 
 
-def supports(dtype) -> bool:
-    """Whether the kernels exist for ``dtype`` (other dtypes take the generic path)."""
-    return str(dtype) in _TYPES
-
-
 @functools.lru_cache(maxsize=None)
 def _module():
     import cupy

@@ -111,7 +111,7 @@ def winograd_applies(window: Window, groups: int) -> bool:
     )
 
 
-def conv_algorithm(window: Window, groups: int, channels: int, out_channels: int, xp) -> str:
+def conv_algorithm(window: Window, groups: int) -> str:
     """"im2col" or "winograd" for one convolution (forward or gradient) under the options.
 
     auto: im2col everywhere. Winograd F(2×2, 3×3) multiplies 2.25× less, but its transformed
@@ -127,7 +127,7 @@ def conv_algorithm(window: Window, groups: int, channels: int, out_channels: int
     return "im2col"
 
 
-def grad_input_method(window: Window, channels: int, out_channels: int) -> str:
+def grad_input_method() -> str:
     """"col2im" or "stride0" for conv2d's input gradient under the options. auto: col2im, the
     exact adjoint of the forward (no multiplications by the zeros stride0 inserts)."""
     choice = get_options().effective_grad_input

@@ -26,7 +26,6 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .._options import get_options
 from .dispatch import register
 from .numba_kernels import _kernel, _threads
 from .window import Window
