@@ -172,8 +172,13 @@ def asarray(data, *, backend="numpy", dtype=None, device=None):
 
 
 def to_numpy(x):
-    """Copy an array of any backend to a NumPy array on the host."""
+    """Copy an array of any backend (or a :class:`portaconv.Tensor`'s) to a NumPy array on the host."""
     import numpy as np
+
+    from .autograd.tensor import Tensor
+
+    if isinstance(x, Tensor):
+        x = x.data
 
     if array_api_compat.is_numpy_array(x):
         return np.asarray(x)

@@ -18,11 +18,13 @@ def _is_int(value) -> bool:
 
 
 def _pair(value, name: str, *, minimum: int | None = None) -> tuple[int, int]:
-    """Normalize an int or a pair of ints to a 2-tuple, checking the lower bound."""
+    """Normalize an int, a one-element or a two-element tuple/list of ints to a 2-tuple, checking
+    the lower bound. ``(k,)`` means ``k`` on both axes, as torch's ``_pair``-style arguments
+    accept. Ints include NumPy integer scalars (``numbers.Integral``), never bools."""
     if _is_int(value):
         pair = (int(value), int(value))
-    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_int(v) for v in value):
-        pair = (int(value[0]), int(value[1]))
+    elif isinstance(value, (tuple, list)) and len(value) in (1, 2) and all(_is_int(v) for v in value):
+        pair = (int(value[0]), int(value[-1]))
     else:
         raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
     if minimum is not None and min(pair) < minimum:

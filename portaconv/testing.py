@@ -272,6 +272,15 @@ def _pool_cases():
         {"kernel_size": (3, 2), "stride": (2, 2), "padding": (1, 0), "divisor_override": 5},
     ]:
         cases.append(Case("avg_pool2d", ((2, 2, 8, 9),), params))
+    for shape, output_size in [
+        ((2, 3, 7, 9), 3),  # uneven, overlapping windows
+        ((2, 3, 10, 10), (4, 3)),
+        ((2, 2, 5, 6), (None, 4)),  # None keeps the height
+        ((3, 5, 7), (2, 3)),  # unbatched
+        ((1, 2, 3, 4), (5, 7)),  # output larger than the input: windows of one, repeated
+        ((2, 3, 8, 8), 1),  # global average
+    ]:
+        cases.append(Case("adaptive_avg_pool2d", (shape,), {"output_size": output_size}))
     return [c for c in cases if c is not None]
 
 
@@ -285,6 +294,13 @@ def _other_cases():
     ]
     for op in ("relu", "tanh", "sigmoid"):
         cases += [Case(op, ((3, 4, 5),)), Case(op, ((2, 3),), values="large")]
+    cases += [
+        Case("leaky_relu", ((3, 4, 5),), {"negative_slope": 0.2}),
+        Case("leaky_relu", ((2, 3),), values="large"),
+        Case("leaky_relu", ((4, 5),), {"negative_slope": -0.5}, "ties"),  # exact zeros: the slope at 0
+        Case("silu", ((3, 4, 5),)),
+        Case("silu", ((2, 3),), values="large"),
+    ]
     cases += [
         Case("linear", ((5, 7), (3, 7), (3,))),
         Case("linear", ((2, 4, 7), (3, 7), None)),
@@ -303,17 +319,34 @@ def _other_cases():
     for op in ("nll_loss", "cross_entropy"):
         for reduction in ("mean", "sum", "none"):
             cases += [
-                Case(op, ((6, 5), Target((6,), 5)), {"reduction": reduction}),
-                Case(op, ((6, 5), Target((6,), 5, ignore_every=3)), {"reduction": reduction}),
-                Case(op, ((3, 4, 2, 3), Target((3, 2, 3), 4, ignore_every=4)), {"reduction": reduction, "ignore_index": 1}),
-                Case(op, ((5,), Target((), 5)), {"reduction": reduction}),
+                Case(op, ((6, 5), Target((6,), 5), None), {"reduction": reduction}),
+                Case(op, ((6, 5), Target((6,), 5, ignore_every=3), None), {"reduction": reduction}),
+                Case(op, ((3, 4, 2, 3), Target((3, 2, 3), 4, ignore_every=4), None), {"reduction": reduction, "ignore_index": 1}),
+                Case(op, ((5,), Target((), 5), None), {"reduction": reduction}),
             ]
-        cases.append(Case(op, ((6, 5), Target((6,), 5)), {}, "large"))
+        cases.append(Case(op, ((6, 5), Target((6,), 5), None), {}, "large"))
     for smoothing in (0.1, 0.5):
         cases += [
-            Case("cross_entropy", ((6, 5), Target((6,), 5, ignore_every=2)), {"label_smoothing": smoothing, "reduction": r})
+            Case("cross_entropy", ((6, 5), Target((6,), 5, ignore_every=2), None), {"label_smoothing": smoothing, "reduction": r})
             for r in ("mean", "sum", "none")
         ]
+    # Class-probability targets (a float target of the input's shape, differentiated), mse_loss and
+    # binary_cross_entropy_with_logits (target differentiated too). The losses' ``weight`` slot is
+    # None here: torch does not differentiate class weights nor pos_weight, and the finite-difference
+    # test perturbs every float input; tests/test_losses.py covers them.
+    for reduction in ("mean", "sum", "none"):
+        cases += [
+            Case("cross_entropy", ((4, 5), (4, 5), None), {"reduction": reduction}),
+            Case("cross_entropy", ((2, 3, 2, 3), (2, 3, 2, 3), None), {"reduction": reduction, "label_smoothing": 0.2}),
+            Case("mse_loss", ((3, 4, 5), (3, 4, 5)), {"reduction": reduction}),
+            Case("binary_cross_entropy_with_logits", ((3, 4, 5), (3, 4, 5), None), {"reduction": reduction}),
+        ]
+    cases += [
+        Case("cross_entropy", ((5,), (5,), None), {"label_smoothing": 0.1}),  # unbatched
+        Case("mse_loss", ((), ())),
+        Case("binary_cross_entropy_with_logits", ((), (), None), {"reduction": "none"}),
+        Case("binary_cross_entropy_with_logits", ((6, 4), (6, 4), None), {}, "large"),
+    ]
     return cases
 
 

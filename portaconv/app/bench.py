@@ -149,21 +149,28 @@ def _portaconv_call(side, workload, mode, arrays):
 
 
 def _portaconv_network(side, workload, arrays):
-    from .. import nn, optim
+    from .. import functional as F
+    from .. import optim
+    from ..autograd import no_grad
     from . import models
 
     net = models.build("seed-cnn", backend=side.xp, dtype=side.dtype, device=side.device)
     x, y = arrays
     if workload.kind == "seed_forward":
         net.eval()
-        return lambda: net(x)
-    opt, criterion = optim.Adam(net.parameters()), nn.NLLLoss()
+
+        def forward():
+            with no_grad():
+                return net(x)
+
+        return forward
+    opt = optim.Adam(net.parameters())
 
     def step():
-        criterion(net(x), y)
-        net.backward(criterion.backward(), input_grad=False)
-        opt.step()
+        loss = F.nll_loss(net(x), y)
         opt.zero_grad()
+        loss.backward()
+        opt.step()
 
     return step
 

@@ -22,7 +22,9 @@ def save_checkpoint(path, model, metadata=None):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = dict(model.state_dict())
+    from .._backend import to_numpy
+
+    arrays = {name: to_numpy(value) for name, value in model.state_dict().items()}
     if _META in arrays:
         raise ValueError(f"parameter name {_META!r} is reserved")
     arrays[_META] = np.asarray(json.dumps(metadata or {}))

@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 from array_api_compat import device as _device
 
-from .. import __version__, nn, optim
+from .. import __version__, optim
+from .. import functional as F
+from ..autograd import no_grad
 from .._backend import get_namespace
 from . import datasets, models
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -39,16 +41,18 @@ def _correct(log_probabilities, labels, xp) -> int:
 
 
 def evaluate(model, dataset, *, backend="numpy", dtype="float32", device=None, batch_size=1000):
-    """Mean NLL loss and accuracy of a log-softmax model on a dataset (eval mode)."""
+    """Mean cross-entropy loss and accuracy of a classifier (logits or log-probabilities: the
+    cross entropy of log_softmax output is its NLL) on a dataset, in eval mode without a graph."""
     xp = get_namespace(backend)
+    was_training = model.training
     model.eval()
-    criterion = nn.NLLLoss(reduction="sum")
     total_loss, correct = 0.0, 0
-    for x, y in datasets.batches(dataset, batch_size, shuffle=False, backend=backend, dtype=dtype, device=device):
-        out = model(x)
-        total_loss += float(criterion(out, y))
-        correct += _correct(out, y, xp)
-    model.train()
+    with no_grad():
+        for x, y in datasets.batches(dataset, batch_size, shuffle=False, backend=backend, dtype=dtype, device=device):
+            out = model(x).data
+            total_loss += float(F.cross_entropy(out, y, reduction="sum"))
+            correct += _correct(out, y, xp)
+    model.train(was_training)
     return total_loss / len(dataset), correct / len(dataset)
 
 def _subset(dataset, limit):
@@ -108,9 +112,8 @@ def train(model="seed-cnn", *, backend="numpy", dtype="float32", device=None, ep
     test_set = _subset(datasets.load(dataset, "test", data_dir=data_dir), None if limit is None else max(limit // 6, 1000))
     net = models.build(model, backend=backend, dtype=dtype, device=device, seed=seed)
     opt = _make_optimizer(optimizer, net.parameters(), lr, weight_decay)
-    # The models end in log_softmax, which is idempotent: cross entropy of their output is the NLL,
-    # and with label smoothing it is smoothed cross entropy of the logits.
-    criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing) if label_smoothing else nn.NLLLoss()
+    # Models end in logits or in log_softmax, which is idempotent: the cross entropy of
+    # log-probabilities is their NLL, and with label smoothing the smoothed cross entropy of the logits.
     metrics = {
         "model": model, "dataset": dataset, "backend": backend if isinstance(backend, str) else backend.__name__,
         "device": str(_device(net.parameters()[0].data)), "dtype": dtype,
@@ -123,7 +126,9 @@ def train(model="seed-cnn", *, backend="numpy", dtype="float32", device=None, ep
     }
     print(f"portaconv train: {model} on {dataset} ({len(train_set)} train / {len(test_set)} test), backend {metrics['backend']} {dtype}")
     for epoch in range(1, epochs + 1):
-        opt.lr = lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / epochs))
+        epoch_lr = lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / epochs))
+        for group in opt.param_groups:
+            group["lr"] = epoch_lr
         start = time.perf_counter()
         seen, loss_sum, correct = 0, 0.0, 0
         steps = math.ceil(len(train_set) / batch_size)
@@ -131,19 +136,19 @@ def train(model="seed-cnn", *, backend="numpy", dtype="float32", device=None, ep
                    total=steps, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=True)
         for x, y in bar:
             out_batch = net(x)
-            loss = criterion(out_batch, y)
-            net.backward(criterion.backward(), input_grad=False)
-            opt.step()
+            loss = F.cross_entropy(out_batch, y, label_smoothing=label_smoothing)
             opt.zero_grad()
+            loss.backward()
+            opt.step()
             count = int(y.shape[0])
             seen += count
-            loss_sum += float(loss) * count
-            correct += _correct(out_batch, y, xp)
+            loss_sum += loss.item() * count
+            correct += _correct(out_batch.data, y, xp)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100 * correct / seen:.2f}%",
                             img_s=f"{seen / (time.perf_counter() - start):.0f}")
         train_seconds = time.perf_counter() - start
         test_loss, test_accuracy = evaluate(net, test_set, backend=backend, dtype=dtype, device=device)
-        record = {"epoch": epoch, "lr": opt.lr, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
+        record = {"epoch": epoch, "lr": epoch_lr, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                   "test_loss": test_loss, "test_accuracy": test_accuracy, "seconds": time.perf_counter() - start,
                   "images_per_second": seen / train_seconds}
         metrics["epochs"].append(record)

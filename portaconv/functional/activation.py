@@ -1,13 +1,27 @@
-"""Elementwise activations: relu, tanh, sigmoid, forward and backward."""
+"""Elementwise activations: relu, tanh, sigmoid, leaky_relu, silu, forward and backward."""
 
 from __future__ import annotations
 
+import numbers
+
 from array_api_compat import device
 
+from ..autograd.graph import differentiable
 from .._backend import namespace_of
 from .._validate import check_float_arrays, check_shape
 
-__all__ = ["relu", "relu_backward", "tanh", "tanh_backward", "sigmoid", "sigmoid_backward"]
+__all__ = [
+    "relu",
+    "relu_backward",
+    "tanh",
+    "tanh_backward",
+    "sigmoid",
+    "sigmoid_backward",
+    "leaky_relu",
+    "leaky_relu_backward",
+    "silu",
+    "silu_backward",
+]
 
 
 def _checked(op, xp, input, grad_output=None):
@@ -16,6 +30,7 @@ def _checked(op, xp, input, grad_output=None):
         check_shape(op, "grad_output", grad_output, input.shape)
 
 
+@differentiable("input")
 def relu(input):
     """``max(input, 0)``; NaN stays NaN as in torch.
 
@@ -29,6 +44,7 @@ def relu(input):
     return xp.maximum(input, xp.zeros((), dtype=input.dtype, device=device(input)))
 
 
+@relu.defbackward
 def relu_backward(grad_output, input):
     """Gradient of :func:`relu`: ``grad_output`` except where ``input <= 0`` (0 there): a NaN input
     passes its gradient, as in torch.
@@ -43,6 +59,7 @@ def relu_backward(grad_output, input):
     return (xp.where(input <= 0, xp.zeros((), dtype=grad_output.dtype, device=device(grad_output)), grad_output),)
 
 
+@differentiable("input")
 def tanh(input):
     """Hyperbolic tangent.
 
@@ -55,6 +72,7 @@ def tanh(input):
     return xp.tanh(input)
 
 
+@tanh.defbackward
 def tanh_backward(grad_output, input):
     """Gradient of :func:`tanh`: ``grad_output * (1 - tanh(input)^2)``.
 
@@ -74,6 +92,7 @@ def _sigmoid(x, xp):
     return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
+@differentiable("input")
 def sigmoid(input):
     """Logistic function ``1 / (1 + exp(-input))``, computed without overflow.
 
@@ -86,6 +105,7 @@ def sigmoid(input):
     return _sigmoid(input, xp)
 
 
+@sigmoid.defbackward
 def sigmoid_backward(grad_output, input):
     """Gradient of :func:`sigmoid`: ``grad_output * s * (1 - s)``.
 
@@ -97,3 +117,83 @@ def sigmoid_backward(grad_output, input):
     _checked("sigmoid_backward", xp, input, grad_output)
     s = _sigmoid(input, xp)
     return (grad_output * s * (1.0 - s),)
+
+
+def _slope(op, negative_slope):
+    """``negative_slope`` as a Python float (NumPy scalars accepted: never an array)."""
+    if not isinstance(negative_slope, numbers.Real) or isinstance(negative_slope, bool):
+        raise TypeError(f"{op}: negative_slope must be a real number, got {negative_slope!r}")
+    return float(negative_slope)
+
+
+@differentiable("input")
+def leaky_relu(input, negative_slope=0.01):
+    """``input`` where ``input > 0``, ``negative_slope * input`` elsewhere, as
+    ``torch.nn.functional.leaky_relu``; NaN stays NaN.
+
+    Parameters
+    ----------
+    input : array
+    negative_slope : float
+        Slope for non-positive inputs (a Python or NumPy real number).
+
+    Shapes
+    ------
+    input : any → same shape
+    """
+    xp = namespace_of(input)
+    slope = _slope("leaky_relu", negative_slope)
+    _checked("leaky_relu", xp, input)
+    return xp.where(input > 0, input, input * slope)
+
+
+@leaky_relu.defbackward
+def leaky_relu_backward(grad_output, input, negative_slope=0.01):
+    """Gradient of :func:`leaky_relu`: ``grad_output`` where ``input > 0``, ``negative_slope *
+    grad_output`` elsewhere.
+
+    At ``input == 0`` (and for NaN inputs) the slope is ``negative_slope``, torch's rule
+    (``self > 0 ? grad : grad * negative_slope``).
+
+    Shapes
+    ------
+    grad_output, input : same shape → ((same shape),)
+    """
+    xp = namespace_of(grad_output, input)
+    slope = _slope("leaky_relu_backward", negative_slope)
+    _checked("leaky_relu_backward", xp, input, grad_output)
+    return (xp.where(input > 0, grad_output, grad_output * slope),)
+
+
+@differentiable("input")
+def silu(input):
+    """Sigmoid-weighted linear unit ``input * sigmoid(input)`` (swish), as
+    ``torch.nn.functional.silu``; the sigmoid is computed without overflow.
+
+    As in torch, ``silu(-inf)`` is NaN (``-inf * 0``) and ``silu(inf)`` is ``inf``.
+
+    Shapes
+    ------
+    input : any → same shape
+    """
+    xp = namespace_of(input)
+    _checked("silu", xp, input)
+    return input * _sigmoid(input, xp)
+
+
+@silu.defbackward
+def silu_backward(grad_output, input):
+    """Gradient of :func:`silu`.
+
+    With ``s = sigmoid(x)`` and ``s' = s (1 - s)``: ``d(x s)/dx = s + x s (1 - s)
+    = s (1 + x (1 - s))``, torch's formula; ``s`` and ``1 - s`` are both exact in the tails, so
+    large ``|x|`` gives 0 or 1 without overflow (``±inf`` give NaN, as in torch).
+
+    Shapes
+    ------
+    grad_output, input : same shape → ((same shape),)
+    """
+    xp = namespace_of(grad_output, input)
+    _checked("silu_backward", xp, input, grad_output)
+    s = _sigmoid(input, xp)
+    return (grad_output * s * (1.0 + input * (1.0 - s)),)

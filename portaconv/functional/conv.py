@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import primitives as P
+from ..autograd.graph import differentiable
 from .._backend import namespace_of
 from .._shapes import _is_int, _pair, _padding4, conv_output_size, conv_transpose_output_size
 from .._validate import cached_geometry, check_float_arrays, check_ndim, check_shape
@@ -286,6 +287,7 @@ def _check_bias(op, bias, channels):
         raise ValueError(f"{op}: bias must have shape ({channels},), got {tuple(bias.shape)}")
 
 
+@differentiable("input", "weight", "bias")
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D convolution (cross-correlation), as ``torch.nn.functional.conv2d``.
 
@@ -329,6 +331,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return unbatch(_forward(x, weight, bias, g, xp), unbatched)
 
 
+@conv2d.defbackward
 def conv2d_backward(grad_output, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """Gradients of :func:`conv2d` with respect to input, weight and bias.
 
@@ -352,16 +355,31 @@ def conv2d_backward(grad_output, input, weight, bias=None, stride=1, padding=0, 
     return _conv2d_backward(grad_output, input, weight, bias, stride, padding, dilation, groups)
 
 
-def _conv2d_backward(grad_output, input, weight, bias, stride, padding, dilation, groups, *, input_grad=True):
-    """:func:`conv2d_backward`; without ``input_grad`` the input gradient is None (a first layer's)."""
+def _conv2d_backward(grad_output, input, weight, bias, stride, padding, dilation, groups, *, input_grad=True, weight_grad=True):
+    """:func:`conv2d_backward`; without ``input_grad`` (``weight_grad``) that gradient is None and
+    not computed: a first layer's input gradient, a frozen weight's."""
     xp = namespace_of(grad_output, input, weight, bias)
     op = "conv2d_backward"
     x, grad, unbatched = _prepare(op, input, weight, bias, xp, grad_output)
     g = _conv_geometry(op, x.shape, weight.shape, stride, padding, dilation, groups)
     _check_bias(op, bias, weight.shape[0])
     check_shape(op, "grad_output", grad, (x.shape[0], weight.shape[0], g.window.oh, g.window.ow))
-    grad_input, grad_weight = _gradients(grad, x, weight, g, xp, input_grad=input_grad)
+    grad_input, grad_weight = _gradients(grad, x, weight, g, xp, input_grad=input_grad, weight_grad=weight_grad)
     return (None if grad_input is None else unbatch(grad_input, unbatched)), grad_weight, _bias_grad(grad, bias, xp)
+
+
+def _conv2d_vjp_forward(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    return conv2d(input, weight, bias, stride, padding, dilation, groups), (input, weight, bias, stride, padding, dilation, groups)
+
+
+def _conv2d_vjp_backward(residuals, grad_output, needs):
+    # The graph asks only for the gradients its inputs need: no col2im for a first layer's input.
+    input_grad, weight_grad, bias_grad = needs
+    grad_input, grad_weight, grad_bias = _conv2d_backward(grad_output, *residuals, input_grad=input_grad, weight_grad=weight_grad)
+    return grad_input, grad_weight, (grad_bias if bias_grad else None)
+
+
+conv2d.defvjp(_conv2d_vjp_forward, _conv2d_vjp_backward)
 
 
 def conv2d_grad_input(grad_output, weight, *, input_shape, stride=1, padding=0, dilation=1, groups=1, xp=None):
@@ -410,6 +428,7 @@ def conv2d_grad_weight(grad_output, input, *, weight_shape, stride=1, padding=0,
     return _gradients(grad_output, input, None, g, xp, input_grad=False, shape=(*input.shape, *weight_shape))[1]
 
 
+@differentiable("input", "weight", "bias")
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """2-D transposed convolution, as ``torch.nn.functional.conv_transpose2d``.
 
@@ -442,6 +461,7 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     return unbatch(_add_bias(out, bias, xp), unbatched)
 
 
+@conv_transpose2d.defbackward
 def conv_transpose2d_backward(grad_output, input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """Gradients of :func:`conv_transpose2d` with respect to input, weight and bias.
 

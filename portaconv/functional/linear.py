@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from .. import primitives as P
+from ..autograd.graph import differentiable
 from .._backend import namespace_of
 from .._shapes import _is_int
 from .._validate import check_float_arrays, check_shape
@@ -27,6 +28,7 @@ def _check_linear(op, input, weight, bias, xp, grad_output=None):
         check_shape(op, "grad_output", grad_output, (*input.shape[:-1], weight.shape[0]))
 
 
+@differentiable("input", "weight", "bias")
 def linear(input, weight, bias=None):
     """Affine map ``input @ weight.T + bias``, as ``torch.nn.functional.linear``.
 
@@ -43,6 +45,7 @@ def linear(input, weight, bias=None):
     return out if bias is None else out + bias
 
 
+@linear.defbackward
 def linear_backward(grad_output, input, weight, bias=None):
     """Gradients of :func:`linear`: ``(grad_output @ weight, grad_outputᵀ @ input, sum(grad_output))``.
 
@@ -75,6 +78,7 @@ def _flat_shape(op, shape, start_dim, end_dim):
     return (*shape[:start], math.prod(shape[start : end + 1]), *shape[end + 1 :])
 
 
+@differentiable("input")
 def flatten(input, start_dim=1, end_dim=-1):
     """Merge axes ``start_dim..end_dim`` into one, as ``torch.flatten``.
 
@@ -89,6 +93,7 @@ def flatten(input, start_dim=1, end_dim=-1):
     return xp.reshape(input, _flat_shape("flatten", tuple(input.shape), start_dim, end_dim))
 
 
+@flatten.defbackward
 def flatten_backward(grad_output, input, start_dim=1, end_dim=-1):
     """Gradient of :func:`flatten`: the gradient reshaped back to the input's shape.
 

@@ -1,22 +1,35 @@
-"""max_pool2d and avg_pool2d, forward and backward, on the pooling window primitives.
+"""max_pool2d, avg_pool2d and adaptive_avg_pool2d, forward and backward.
 
 Both reduce over the ``kh·kw`` taps of each window of the padded input (−inf padding for max,
 zeros for average); the backwards send each window's gradient back through the same taps:
 to the window's first maximum (torch's rule) for max, spread over the window for average.
+
+adaptive_avg_pool2d's windows differ in size; it gathers each window's taps through index tables
+(:func:`_adaptive_tables`).
 """
 
 from __future__ import annotations
 
+import functools
+
 from array_api_compat import device as _device
 
 from .. import primitives as P
+from ..autograd.graph import differentiable
 from .._backend import namespace_of
 from .._shapes import _is_int, _pair, pool_output_size
 from .._validate import cached_geometry, check_shape
 from ..primitives.window import Window
 from ._common import batched, unbatch
 
-__all__ = ["max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward"]
+__all__ = [
+    "max_pool2d",
+    "max_pool2d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool2d_backward",
+]
 
 
 @cached_geometry(shapes=1)
@@ -59,6 +72,7 @@ def _taps_from_flat(indices, w: Window, width, xp):
     return ((indices // width - rows) // w.dh) * w.kw + (indices % width - cols) // w.dw
 
 
+@differentiable("input")
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     """2-D max pooling, as ``torch.nn.functional.max_pool2d``.
 
@@ -104,6 +118,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     return unbatch(out, unbatched), unbatch(flat, unbatched)
 
 
+@max_pool2d.defbackward
 def max_pool2d_backward(
     grad_output, input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False, *, indices=None
 ):
@@ -140,6 +155,31 @@ def max_pool2d_backward(
     return (unbatch(P.max_pool_scatter(grad, taps, x.shape, w, xp), unbatched),)
 
 
+def _max_pool2d_vjp_forward(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    """max_pool2d keeping each window's first-max tap, so the backward scatters to it instead of
+    searching the windows again."""
+    xp = namespace_of(input)
+    x, _, unbatched = batched("max_pool2d", input, xp)
+    w = _pool_geometry("max_pool2d", x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    out, taps = P.max_pool(x, w, xp, taps=True)
+    residuals = (taps, tuple(x.shape), w, unbatched)
+    if not return_indices:
+        return unbatch(out, unbatched), residuals
+    flat = _flat_indices(xp.astype(taps, xp.int64), w, x.shape[-1], xp)
+    return (unbatch(out, unbatched), unbatch(flat, unbatched)), residuals
+
+
+def _max_pool2d_vjp_backward(residuals, grad_output, needs):
+    taps, shape, w, unbatched = residuals
+    xp = namespace_of(grad_output)
+    grad = xp.expand_dims(grad_output, axis=0) if unbatched else grad_output
+    check_shape("max_pool2d_backward", "grad_output", grad, (*shape[:2], w.oh, w.ow))
+    return (unbatch(P.max_pool_scatter(grad, taps, shape, w, xp), unbatched),)
+
+
+max_pool2d.defvjp(_max_pool2d_vjp_forward, _max_pool2d_vjp_backward)
+
+
 def _avg_divisor(w: Window, height, width, count_include_pad, divisor_override, dtype, device, xp):
     """torch's divisor per output position: the window clipped to the padded input (never the
     ceil_mode overhang), or to the input alone without count_include_pad."""
@@ -169,6 +209,7 @@ def _avg_geometry(op, shape, kernel_size, stride, padding, ceil_mode, count_incl
     return _pool_geometry(op, shape, kernel_size, stride, padding, 1, ceil_mode)
 
 
+@differentiable("input")
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None):
     """2-D average pooling, as ``torch.nn.functional.avg_pool2d``.
 
@@ -195,6 +236,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     return unbatch(P.window_sum(x, w, xp) / divisor, unbatched)
 
 
+@avg_pool2d.defbackward
 def avg_pool2d_backward(
     grad_output, input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
 ):
@@ -212,3 +254,117 @@ def avg_pool2d_backward(
     check_shape(op, "grad_output", grad, (*x.shape[:2], w.oh, w.ow))
     divisor = _avg_divisor(w, *x.shape[-2:], count_include_pad, divisor_override, x.dtype, _device(x), xp)
     return (unbatch(P.window_spread(grad / divisor, x.shape, w, xp), unbatched),)
+
+
+@functools.lru_cache(maxsize=256)
+def _adaptive_tables(size: int, out: int):
+    """torch's adaptive windows along one axis of length ``size`` split into ``out`` windows:
+    window ``i`` covers ``[floor(i·size/out), ceil((i+1)·size/out))``.
+
+    Returns ``(lengths, forward, inverse)``: the window lengths, and two padded gather tables
+    ``(table, valid)`` (nested lists of ints and bools, one row per result position):
+    ``forward`` lists each window's input positions, ``inverse`` each input position's windows.
+    Padded entries repeat the last valid index and are masked off.
+    """
+    starts = [(i * size) // out for i in range(out)]
+    ends = [-(-((i + 1) * size) // out) for i in range(out)]
+    holders = [[] for _ in range(size)]  # windows are contiguous and cover [0, size)
+    for i, (start, end) in enumerate(zip(starts, ends)):
+        for position in range(start, end):
+            holders[position].append(i)
+
+    def padded(rows):
+        width = max(len(r) for r in rows)
+        return [r + [r[-1]] * (width - len(r)) for r in rows], [[k < len(r) for k in range(width)] for r in rows]
+
+    forward = padded([list(range(start, end)) for start, end in zip(starts, ends)])
+    return [e - s for s, e in zip(starts, ends)], forward, padded(holders)
+
+
+def _gather_sum(v, table, valid, xp):
+    """``out[..., p] = sum_k v[..., table[p][k]]`` over the ``valid[p][k]`` entries along the last
+    axis: (..., L) → (..., P). Masked by ``where``, so a NaN or inf reaches only its own windows."""
+    rows, width = len(table), len(table[0])
+    device = _device(v)
+    index = xp.asarray([t for row in table for t in row], dtype=xp.int64, device=device)
+    taken = xp.reshape(xp.take(v, index, axis=v.ndim - 1), (*v.shape[:-1], rows, width))
+    if not all(all(row) for row in valid):
+        mask = xp.asarray(valid, dtype=xp.bool, device=device)
+        taken = xp.where(mask, taken, xp.zeros((), dtype=v.dtype, device=device))
+    return xp.sum(taken, axis=-1)
+
+
+def _separable_sum(v, rows, cols, xp):
+    """:func:`_gather_sum` along the width with ``cols``, then along the height with ``rows``:
+    (N, C, a, b) → (N, C, len(rows[0]), len(cols[0]))."""
+    v = _gather_sum(v, *cols, xp)
+    v = _gather_sum(xp.permute_dims(v, (0, 1, 3, 2)), *rows, xp)
+    return xp.permute_dims(v, (0, 1, 3, 2))
+
+
+@cached_geometry(shapes=1)
+def _adaptive_geometry(op, shape, output_size):
+    """(oh, ow, divisor rows and columns, row tables, column tables) of an adaptive pooling."""
+    pair = (output_size, output_size) if _is_int(output_size) else output_size
+    if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(v is None or _is_int(v) for v in pair)):
+        raise TypeError(f"{op}: output_size must be an int or a pair of ints (or None entries), got {output_size!r}")
+    height, width = shape[-2:]
+    if height < 1 or width < 1:
+        raise ValueError(f"{op}: input must have a non-zero height and width, got shape {tuple(shape)}")
+    oh, ow = (height if pair[0] is None else int(pair[0])), (width if pair[1] is None else int(pair[1]))
+    if oh < 1 or ow < 1:
+        raise ValueError(f"{op}: output_size must be positive, got {output_size!r}")
+    row_lengths, *rows = _adaptive_tables(height, oh)
+    col_lengths, *cols = _adaptive_tables(width, ow)
+    return oh, ow, [[float(r * c) for c in col_lengths] for r in row_lengths], rows, cols
+
+
+@differentiable("input")
+def adaptive_avg_pool2d(input, output_size):
+    """2-D adaptive average pooling, as ``torch.nn.functional.adaptive_avg_pool2d``.
+
+    Output position ``(i, j)`` averages rows ``[floor(i·H/oh), ceil((i+1)·H/oh))`` and columns
+    ``[floor(j·W/ow), ceil((j+1)·W/ow))``: windows may differ in size and overlap (always, when the
+    output is larger than the input). Each window's taps are gathered through precomputed index
+    tables (width first, then height) and summed, then divided by the window's area.
+
+    Parameters
+    ----------
+    input : array
+    output_size : int or (int or None, int or None)
+        ``(oh, ow)``; an int means ``(n, n)``, a None entry keeps the input's size on that axis.
+
+    Shapes
+    ------
+    input : (N, C, H, W) or unbatched (C, H, W)
+    output : (N, C, oh, ow)
+    """
+    xp = namespace_of(input)
+    op = "adaptive_avg_pool2d"
+    x, _, unbatched = batched(op, input, xp)
+    _, _, divisor, rows, cols = _adaptive_geometry(op, x.shape, output_size)
+    total = _separable_sum(x, rows[0], cols[0], xp)
+    return unbatch(total / xp.asarray(divisor, dtype=x.dtype, device=_device(x)), unbatched)
+
+
+@adaptive_avg_pool2d.defbackward
+def adaptive_avg_pool2d_backward(grad_output, input, output_size):
+    """Gradient of :func:`adaptive_avg_pool2d`.
+
+    ``out[i, j] = sum_{h in R_i, w in C_j} x[h, w] / (|R_i| |C_j|)`` gives
+    ``dL/dx[h, w] = sum_{i : h in R_i} sum_{j : w in C_j} g[i, j] / (|R_i| |C_j|)``: the same
+    separable gather-and-sum with the inverse tables (each input row's windows, each input
+    column's windows).
+
+    Shapes
+    ------
+    grad_output : (N, C, oh, ow)
+    returns : ((N, C, H, W),)
+    """
+    xp = namespace_of(grad_output, input)
+    op = "adaptive_avg_pool2d_backward"
+    x, grad, unbatched = batched(op, input, xp, grad_output)
+    oh, ow, divisor, rows, cols = _adaptive_geometry(op, x.shape, output_size)
+    check_shape(op, "grad_output", grad, (*x.shape[:2], oh, ow))
+    scaled = grad / xp.asarray(divisor, dtype=grad.dtype, device=_device(grad))
+    return (unbatch(_separable_sum(scaled, rows[1], cols[1], xp), unbatched),)
