@@ -58,7 +58,7 @@ class Conv:
 @dataclass(frozen=True)
 class Workload:
     name: str
-    kind: str  # conv, conv_transpose, max_pool, lrn, seed_forward, seed_train
+    kind: str  # conv, conv_transpose, max_pool, lrn, seed_forward, seed_train, seed_train_explicit
     shape: object = None
     modes: tuple = ("forward+backward",)
     params: dict = field(default_factory=dict)
@@ -77,6 +77,7 @@ SUITES = {
         Workload("conv2d seed 002: 1×1×28², 6@3×3", "conv", Conv(1, 1, 28, 6, 3, 0), ("forward+backward",)),
         Workload("seed-cnn forward, batch 1", "seed_forward", 1, ("forward",)),
         Workload("seed-cnn train step, batch 64", "seed_train", 64),
+        Workload("seed-cnn train step, batch 64, explicit backward", "seed_train_explicit", 64),
     ],
     "cpu": _conv_workloads(_CPU)
     + [
@@ -165,6 +166,8 @@ def _portaconv_network(side, workload, arrays):
 
         return forward
     opt = optim.Adam(net.parameters())
+    if workload.kind == "seed_train_explicit":
+        return _explicit_step(net, opt, x, y, side)
 
     def step():
         loss = F.nll_loss(net(x), y)
@@ -175,12 +178,43 @@ def _portaconv_network(side, workload, arrays):
     return step
 
 
+def _explicit_step(net, opt, x, y, side):
+    """seed-cnn's training step on plain arrays through the f / f_backward contract, written out
+    by hand (no graph): the baseline for the autograd step's overhead."""
+    conv1, conv2, fc = net[0], net[3], net[7]
+    xp, one = side.xp, side.array(1.0)
+
+    def step():
+        w1, b1, w2, b2, w3, b3 = (p.data for p in (conv1.weight, conv1.bias, conv2.weight, conv2.bias, fc.weight, fc.bias))
+        h1 = F.conv2d(x, w1, b1)
+        p1 = F.max_pool2d(h1, 2)
+        r1 = F.relu(p1)
+        h2 = F.conv2d(r1, w2, b2)
+        p2 = F.max_pool2d(h2, 2)
+        r2 = F.relu(p2)
+        flat = F.flatten(r2)
+        z = F.linear(flat, w3, b3)
+        out = F.log_softmax(z, 1)
+        F.nll_loss(out, y)
+        g = F.nll_loss_backward(one, out, y)[0]
+        g = F.log_softmax_backward(g, z, 1)[0]
+        g, fc.weight.grad, fc.bias.grad = F.linear_backward(g, flat, w3, b3)
+        g = F.max_pool2d_backward(F.relu_backward(F.flatten_backward(g, r2)[0], p2)[0], h2, 2)[0]
+        g, conv2.weight.grad, conv2.bias.grad = F.conv2d_backward(g, r1, w2, b2)
+        g = F.max_pool2d_backward(F.relu_backward(g, p1)[0], h1, 2)[0]
+        conv1.weight.grad = F.conv2d_grad_weight(g, x, weight_shape=tuple(w1.shape))
+        conv1.bias.grad = xp.sum(g, axis=(0, 2, 3))
+        opt.step()
+
+    return step
+
+
 def _torch_call(side, workload, mode, arrays):
     import torch
     import torch.nn.functional as tf
 
     kind, p = workload.kind, workload.params
-    if kind in ("seed_forward", "seed_train"):
+    if kind in ("seed_forward", "seed_train", "seed_train_explicit"):
         return _torch_network(side, workload, arrays)
     needs_grad = mode != "forward"
     inputs = [a.detach().requires_grad_(needs_grad) for a in arrays]
@@ -412,7 +446,7 @@ def _run_workload(workload, index, backend, device, dtype, compare, repeat, warm
             passes = 3 if mode == "forward+backward" else 1
             row["gflops"] = passes * workload.shape.flops() / row["seconds"] / 1e9
         row["peak_bytes"] = _peak_numpy(function) if ours.name == "numpy" else _peak_gpu(ours, function)
-        if workload.kind not in ("seed_forward", "seed_train"):
+        if workload.kind not in ("seed_forward", "seed_train", "seed_train_explicit"):
             with options(reference=True):  # the Array API reference path, not the kernels under test
                 ref = _flatten(_portaconv_call(_Side("numpy", get_namespace("numpy"), None, "float64"), workload, mode, reference)())
             row["max_error"] = max(max_error(a, b) for a, b in zip(_flatten(function()), ref))

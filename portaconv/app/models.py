@@ -65,15 +65,17 @@ def _no_seed(where):
 
 
 class ResNet(nn.Module):
-    """A small residual network for 28×28 grey images: a 3×3 stem, one BasicBlock per stage
-    (``widths`` channels; stages after the first halve the resolution), global average pooling,
-    a linear classifier. Returns logits."""
+    """A small residual network for 28×28 grey images: a 3×3 stem and a 2×2 max pool (14×14),
+    one BasicBlock per stage (``widths`` channels; stages after the first halve the resolution:
+    7×7, 4×4), global average pooling, a linear classifier. Returns logits. Pooling right after
+    the stem makes it ~4× cheaper than a 28×28 first stage, sized for a 2-core machine."""
 
     def __init__(self, widths=(32, 64, 128), classes=10, **where):
         super().__init__()
         self.stem = nn.Conv2d(1, widths[0], 3, padding=1, bias=False, **where)
         self.bn = nn.BatchNorm2d(widths[0], **_no_seed(where))
         self.relu = nn.ReLU()
+        self.stem_pool = nn.MaxPool2d(2)
         blocks, channels = [], widths[0]
         for index, width in enumerate(widths):
             blocks.append(BasicBlock(channels, width, stride=1 if index == 0 else 2, **where))
@@ -83,7 +85,7 @@ class ResNet(nn.Module):
         self.fc = nn.Linear(channels, classes, **where)
 
     def forward(self, x):
-        x = self.relu(self.bn(self.stem(x)))
+        x = self.stem_pool(self.relu(self.bn(self.stem(x))))
         x = self.pool(self.layers(x))
         return self.fc(F.flatten(x, 1))
 
@@ -92,7 +94,8 @@ MODELS = {
     "seed-cnn": "seed 000's network: 2 × (conv 3×3, relu, maxpool 2), linear 1600→10, log_softmax",
     "seed004": "seed 004's network: conv 16@5×5 pad 2, tanh, linear 12544→10, log_softmax",
     "cnn-fc": "2 × (conv 3×3 pad 1, relu, maxpool 2), dropout .25, linear 3136→256 + relu, dropout .5, linear 256→10",
-    "resnet": "3×3 stem + 3 BasicBlocks (32, 64, 128 channels; BatchNorm, residual adds), global average pool, linear 128→10",
+    "resnet": "3×3 stem, maxpool 2, 3 BasicBlocks (32, 64, 128 channels at 14², 7², 4²; BatchNorm, residual adds), "
+              "global average pool, linear 128→10",
 }
 
 #: Default training flags per model (epochs, batch size, learning rate, optimizer, augmentation).

@@ -30,6 +30,11 @@ def _checked(op, xp, input, grad_output=None):
         check_shape(op, "grad_output", grad_output, input.shape)
 
 
+def _kept(result, xp):
+    """A 0-d result as a 0-d array: NumPy's elementwise functions turn 0-d arrays into scalars."""
+    return xp.asarray(result) if result.ndim == 0 else result
+
+
 @differentiable("input")
 def relu(input):
     """``max(input, 0)``; NaN stays NaN as in torch.
@@ -41,7 +46,7 @@ def relu(input):
     xp = namespace_of(input)
     _checked("relu", xp, input)
     # The standard's maximum propagates NaN, as torch's relu does.
-    return xp.maximum(input, xp.zeros((), dtype=input.dtype, device=device(input)))
+    return _kept(xp.maximum(input, xp.zeros((), dtype=input.dtype, device=device(input))), xp)
 
 
 @relu.defbackward
@@ -56,7 +61,7 @@ def relu_backward(grad_output, input):
     xp = namespace_of(grad_output, input)
     _checked("relu_backward", xp, input, grad_output)
     # torch's threshold_backward zeroes where input <= 0; "input > 0" would also zero NaN inputs.
-    return (xp.where(input <= 0, xp.zeros((), dtype=grad_output.dtype, device=device(grad_output)), grad_output),)
+    return (_kept(xp.where(input <= 0, xp.zeros((), dtype=grad_output.dtype, device=device(grad_output)), grad_output), xp),)
 
 
 @differentiable("input")
@@ -69,7 +74,7 @@ def tanh(input):
     """
     xp = namespace_of(input)
     _checked("tanh", xp, input)
-    return xp.tanh(input)
+    return _kept(xp.tanh(input), xp)
 
 
 @tanh.defbackward
@@ -83,7 +88,7 @@ def tanh_backward(grad_output, input):
     xp = namespace_of(grad_output, input)
     _checked("tanh_backward", xp, input, grad_output)
     y = xp.tanh(input)
-    return (grad_output * (1.0 - y * y),)
+    return (_kept(grad_output * (1.0 - y * y), xp),)
 
 
 def _sigmoid(x, xp):
@@ -102,7 +107,7 @@ def sigmoid(input):
     """
     xp = namespace_of(input)
     _checked("sigmoid", xp, input)
-    return _sigmoid(input, xp)
+    return _kept(_sigmoid(input, xp), xp)
 
 
 @sigmoid.defbackward
@@ -116,7 +121,7 @@ def sigmoid_backward(grad_output, input):
     xp = namespace_of(grad_output, input)
     _checked("sigmoid_backward", xp, input, grad_output)
     s = _sigmoid(input, xp)
-    return (grad_output * s * (1.0 - s),)
+    return (_kept(grad_output * s * (1.0 - s), xp),)
 
 
 def _slope(op, negative_slope):
@@ -144,7 +149,7 @@ def leaky_relu(input, negative_slope=0.01):
     xp = namespace_of(input)
     slope = _slope("leaky_relu", negative_slope)
     _checked("leaky_relu", xp, input)
-    return xp.where(input > 0, input, input * slope)
+    return _kept(xp.where(input > 0, input, input * slope), xp)
 
 
 @leaky_relu.defbackward
@@ -162,7 +167,7 @@ def leaky_relu_backward(grad_output, input, negative_slope=0.01):
     xp = namespace_of(grad_output, input)
     slope = _slope("leaky_relu_backward", negative_slope)
     _checked("leaky_relu_backward", xp, input, grad_output)
-    return (xp.where(input > 0, grad_output, grad_output * slope),)
+    return (_kept(xp.where(input > 0, grad_output, grad_output * slope), xp),)
 
 
 @differentiable("input")
@@ -178,7 +183,7 @@ def silu(input):
     """
     xp = namespace_of(input)
     _checked("silu", xp, input)
-    return input * _sigmoid(input, xp)
+    return _kept(input * _sigmoid(input, xp), xp)
 
 
 @silu.defbackward
@@ -196,4 +201,4 @@ def silu_backward(grad_output, input):
     xp = namespace_of(grad_output, input)
     _checked("silu_backward", xp, input, grad_output)
     s = _sigmoid(input, xp)
-    return (grad_output * s * (1.0 + input * (1.0 - s)),)
+    return (_kept(grad_output * s * (1.0 + input * (1.0 - s)), xp),)

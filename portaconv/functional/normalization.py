@@ -112,7 +112,7 @@ def _real(op, name, value):
 
 
 def _check_channels(op, input, **vectors):
-    channels = input.shape[1]
+    channels = input.shape[1] if input.ndim > 1 else 0  # 0: the empty (0,) input
     for name, v in vectors.items():
         if v is not None and tuple(v.shape) != (channels,):
             raise ValueError(
@@ -121,13 +121,18 @@ def _check_channels(op, input, **vectors):
             )
 
 
+def _empty_vector(input) -> bool:
+    """A (0,) input: torch accepts it (with (0,) statistics) and returns it empty."""
+    return input.ndim == 1 and input.shape[0] == 0
+
+
 def _values_per_channel(shape) -> int:
     return math.prod(shape) // shape[1] if shape[1] else 0
 
 
 def _check_batch_norm(op, xp, input, running_mean, running_var, weight, bias, training, momentum, eps, grad_output=None):
     """Validate batch_norm's arguments (shapes, dtypes and Python values only); return ``eps``."""
-    if input.ndim < 2:
+    if input.ndim < 2 and not _empty_vector(input):
         raise ValueError(f"{op}: input must have at least 2 dims (N, C, *), got shape {tuple(input.shape)}")
     check_float_arrays(
         op, xp, input=input, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias, grad_output=grad_output
@@ -147,7 +152,7 @@ def _check_batch_norm(op, xp, input, running_mean, running_var, weight, bias, tr
     eps = _real(op, "eps", eps)
     if not eps > 0:
         raise ValueError(f"{op}: eps must be positive, got {eps!r}")
-    if training and _values_per_channel(input.shape) == 1:
+    if training and input.ndim > 1 and _values_per_channel(input.shape) == 1:
         raise ValueError(f"{op}: expected more than 1 value per channel when training, got input shape {tuple(input.shape)}")
     return eps
 
@@ -209,6 +214,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     xp = namespace_of(input, running_mean, running_var, weight, bias)
     op = "batch_norm"
     eps = _check_batch_norm(op, xp, input, running_mean, running_var, weight, bias, training, momentum, eps)
+    if _empty_vector(input):
+        return xp.zeros_like(input)
     centered, inv_std = _normalized(input, running_mean, running_var, training, eps, xp)
     out = centered * inv_std
     if weight is not None:
@@ -241,6 +248,9 @@ def batch_norm_backward(grad_output, input, running_mean, running_var, weight=No
     xp = namespace_of(grad_output, input, running_mean, running_var, weight, bias)
     op = "batch_norm_backward"
     eps = _check_batch_norm(op, xp, input, running_mean, running_var, weight, bias, training, momentum, eps, grad_output)
+    if _empty_vector(input):
+        zeros = [None if v is None else xp.zeros_like(v) for v in (weight, bias)]
+        return xp.zeros_like(input), None, None, *zeros
     ndim, axes = input.ndim, _reduced_axes(input.ndim)
     centered, inv_std = _normalized(input, running_mean, running_var, training, eps, xp)
     normalized = centered * inv_std

@@ -35,7 +35,7 @@ __all__ = [
 @cached_geometry(shapes=1)
 def _pool_geometry(op, shape, kernel_size, stride, padding, dilation, ceil_mode) -> Window:
     kh, kw = _pair(kernel_size, "kernel_size", minimum=1)
-    sh, sw = (kh, kw) if stride is None or stride == () else _pair(stride, "stride", minimum=1)
+    sh, sw = (kh, kw) if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0) else _pair(stride, "stride", minimum=1)
     ph, pw = _pair(padding, "padding", minimum=0)
     dh, dw = _pair(dilation, "dilation", minimum=1)
     if ph > kh // 2 or pw > kw // 2:
