@@ -105,15 +105,18 @@ class _Rule:
         self.backward = self.vjp_forward = self.vjp_backward = None
 
     def apply(self, args, kwargs):
-        from .tensor import Tensor
+        tensor = _tensor_type()
+        raw_args = [a.data if isinstance(a, tensor) else a for a in args]
+        raw_kwargs = {k: (v.data if isinstance(v, tensor) else v) for k, v in kwargs.items()} if kwargs else {}
+        if _GRAD_ENABLED.get():
+            sources = [args[i] if i < len(args) else kwargs.get(name) for i, name in enumerate(self.inputs)]
+            tensors = tuple(s if isinstance(s, tensor) and s.requires_grad else None for s in sources)
+            needs = tuple(t is not None for t in tensors)
+            if any(needs):
+                return self._record(raw_args, raw_kwargs, tensors, needs)
+        return _wrap(self.forward(*raw_args, **raw_kwargs), None)
 
-        raw_args = [a.data if isinstance(a, Tensor) else a for a in args]
-        raw_kwargs = {k: (v.data if isinstance(v, Tensor) else v) for k, v in kwargs.items()}
-        sources = [args[i] if i < len(args) else kwargs.get(name) for i, name in enumerate(self.inputs)]
-        tensors = tuple(s if isinstance(s, Tensor) and s.requires_grad else None for s in sources)
-        needs = tuple(t is not None for t in tensors)
-        if not (any(needs) and _GRAD_ENABLED.get()):
-            return _wrap(self.forward(*raw_args, **raw_kwargs), None)
+    def _record(self, raw_args, raw_kwargs, tensors, needs):
         if self.vjp_forward is not None:
             out, residuals = self.vjp_forward(*raw_args, **raw_kwargs)
             vjp_backward = self.vjp_backward
@@ -132,14 +135,25 @@ class _Rule:
         return _wrap(out, Node(backward, tensors, self.name))
 
 
+_TENSOR = []
+
+
+def _tensor_type():
+    """portaconv.Tensor (imported on first use: tensor.py imports this module)."""
+    if not _TENSOR:
+        from .tensor import Tensor
+
+        _TENSOR.append(Tensor)
+    return _TENSOR[0]
+
+
 def _wrap(out, node):
     """The op's output as a Tensor carrying ``node``; for a tuple (an output and integer indices,
     as max_pool2d's ``return_indices``) only the first entry is differentiable."""
-    from .tensor import Tensor
-
+    tensor = _tensor_type()
     if isinstance(out, tuple):
-        return (Tensor._from_op(out[0], node), *[Tensor(o) for o in out[1:]])
-    return Tensor._from_op(out, node)
+        return (tensor._from_op(out[0], node), *[tensor(o) for o in out[1:]])
+    return tensor._from_op(out, node)
 
 
 def differentiable(*inputs: str):
@@ -151,13 +165,11 @@ def differentiable(*inputs: str):
     """
 
     def decorate(forward):
-        from .tensor import Tensor
-
         rule = _Rule(forward, inputs)
 
         @functools.wraps(forward)
         def op(*args, **kwargs):
-            if _has_tensor(args, kwargs, Tensor):
+            if _has_tensor(args, kwargs, _TENSOR[0] if _TENSOR else _tensor_type()):
                 return rule.apply(args, kwargs)
             return forward(*args, **kwargs)
 
