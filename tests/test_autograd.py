@@ -162,8 +162,37 @@ def test_first_layer_input_gradient_is_not_computed(monkeypatch):
     monkeypatch.setattr(conv, "_conv2d_backward", spy)
     w = Tensor(np.ones((2, 1, 3, 3)), requires_grad=True)
     F.conv2d(np.ones((1, 1, 5, 5)), w).sum().backward()
-    assert calls == [{"input_grad": False, "weight_grad": True}]
+    assert [(c["input_grad"], c["weight_grad"]) for c in calls] == [(False, True)]
     assert w.grad.shape == (2, 1, 3, 3)
+
+
+@pytest.mark.parametrize("limit", [1 << 28, 2048])
+def test_forward_columns_serve_the_weight_gradient(monkeypatch, limit):
+    """Training keeps conv2d's im2col matrix for the weight gradient (one im2col per layer per
+    step) when it is one buffer under the workspace limit; a tiled convolution recomputes its
+    tiles. Either way the gradients are the explicit backward's."""
+    from portaconv import primitives
+
+    calls = []
+    original = primitives.im2col
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(primitives, "im2col", counting)
+    rng = np.random.default_rng(0)
+    x0, w0, g0 = rng.standard_normal((2, 3, 9, 9)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal((2, 4, 9, 9))
+    with portaconv.options(workspace_limit=limit, algorithm="im2col"):
+        w = Tensor(w0, requires_grad=True)
+        F.conv2d(x0, w, padding=1).backward(g0)
+        forward_and_backward = len(calls)
+        expected = F.conv2d_backward(g0, x0, w0, None, padding=1)[1]
+    np.testing.assert_allclose(w.grad, expected, rtol=1e-13, atol=1e-13)
+    if limit == 1 << 28:
+        assert forward_and_backward == 1
+    else:
+        assert forward_and_backward > 2  # tiled: each tile's columns computed in both passes
 
 
 def test_tensors_on_jax(backend):

@@ -162,13 +162,17 @@ def _as_matrix(grad, xp):
     return xp.reshape(xp.permute_dims(grad, (1, 0, 2, 3)), (grad.shape[1], -1))
 
 
-def _im2col_conv(x, weight, bias, window: Window, groups, xp):
+def _im2col_conv(x, weight, bias, window: Window, groups, xp, *, keep=None):
     """(N, C, H, W) → (N, K, oh, ow): per tile, ``weight (K, C·kh·kw) @ im2col(x)`` per group
-    (kernel-row blocks summed), then into NCHW with the bias."""
+    (kernel-row blocks summed), then into NCHW with the bias.
+
+    ``keep`` (a dict): when the whole convolution is one tile, its column matrix is stored there
+    under the tile's key, for the weight gradient (autograd keeps it in the graph node)."""
     batch, channels = x.shape[:2]
     out_channels = weight.shape[0]
     batches = {}
-    for n0, n1, r0, r1, blocks in _tiles(batch, channels, window, _itemsize(xp, x.dtype)):
+    tiles = list(_tiles(batch, channels, window, _itemsize(xp, x.dtype)))
+    for n0, n1, r0, r1, blocks in tiles:
         images, rows_window = x[n0:n1, ...], window.output_rows(r0, r1)
         product = None
         for i0, i1 in blocks:
@@ -176,6 +180,8 @@ def _im2col_conv(x, weight, bias, window: Window, groups, xp):
             cols = P.im2col(images, rows_window.kernel_rows(i0, i1), xp)
             w_matrix = xp.reshape(w, (out_channels, -1))
             term = P.matmul(_per_group(w_matrix, groups, xp), _per_group(cols, groups, xp), xp)
+            if keep is not None and len(tiles) == 1 and len(blocks) == 1:
+                keep[(n0, n1, r0, r1, i0, i1)] = cols  # one buffer, under the workspace limit
             del cols  # one column buffer alive at a time: the workspace bound
             product = _accumulate(product, xp.reshape(term, (out_channels, -1)))
             del term
@@ -183,10 +189,11 @@ def _im2col_conv(x, weight, bias, window: Window, groups, xp):
     return _join([_join(rows, 2, xp) for rows in batches.values()], 0, xp)
 
 
-def _im2col_gradients(grad, x, weight, window: Window, groups, xp, *, input_grad, weight_grad, shape=None):
+def _im2col_gradients(grad, x, weight, window: Window, groups, xp, *, input_grad, weight_grad, shape=None, columns=None):
     """conv2d's input gradient (by col2im) and weight gradient, tile by tile; ``x`` may be None
     without ``weight_grad`` and ``weight`` None without ``input_grad`` (then ``shape`` gives the
-    input's (N, C, H, W) and the weight's shape comes from ``weight``)."""
+    input's (N, C, H, W) and the weight's shape comes from ``weight``). ``columns``: im2col(x)
+    matrices the forward kept, by tile key; a tile found there is not computed again."""
     batch, channels, height, width = x.shape if x is not None else shape[:4]
     out_channels, group_channels, kh, kw = weight.shape if weight is not None else shape[4:]
     weight_blocks, input_batches = {}, {}
@@ -199,7 +206,10 @@ def _im2col_gradients(grad, x, weight, window: Window, groups, xp, *, input_grad
             if weight_grad:
                 # Summed as its transpose, cols · gradᵀ (G, C/G·kh'·kw, K/G): the product OpenBLAS
                 # runs fastest with this long inner dimension (docs/performance.md).
-                cols = _per_group(P.im2col(x[n0:n1, ...], tile_window, xp), groups, xp)
+                cols = (columns or {}).pop((n0, n1, r0, r1, i0, i1), None)
+                if cols is None:
+                    cols = P.im2col(x[n0:n1, ...], tile_window, xp)
+                cols = _per_group(cols, groups, xp)
                 weight_blocks[i0] = _accumulate(weight_blocks.get(i0), P.matmul(cols, xp.matrix_transpose(grad_matrix), xp))
                 del cols  # one column buffer alive at a time: the workspace bound
             if input_grad:
@@ -240,15 +250,16 @@ def _stride0_grad_input(grad, weight, window: Window, groups, height, width, xp)
     return _im2col_conv(grad, w, None, back, groups, xp)
 
 
-def _forward(x, weight, bias, g: _Geometry, xp):
-    """(N, C, H, W) → (N, K, oh, ow) by the algorithm the options pick."""
+def _forward(x, weight, bias, g: _Geometry, xp, *, keep=None):
+    """(N, C, H, W) → (N, K, oh, ow) by the algorithm the options pick (``keep``: see
+    :func:`_im2col_conv`)."""
     algorithm = dispatch.conv_algorithm(g.window, g.groups)
     if algorithm == "winograd":
         return winograd.forward(x, weight, bias, g.window, xp)
-    return _im2col_conv(x, weight, bias, g.window, g.groups, xp)
+    return _im2col_conv(x, weight, bias, g.window, g.groups, xp, keep=keep)
 
 
-def _gradients(grad, x, weight, g: _Geometry, xp, *, input_grad=True, weight_grad=True, shape=None):
+def _gradients(grad, x, weight, g: _Geometry, xp, *, input_grad=True, weight_grad=True, shape=None, columns=None):
     """(grad_input or None, grad_weight or None) of conv2d at ``x`` (None without ``weight_grad``;
     then ``shape`` = (N, C, H, W, K, C/groups, kh, kw))."""
     height, width = x.shape[2:] if x is not None else shape[2:4]
@@ -256,7 +267,8 @@ def _gradients(grad, x, weight, g: _Geometry, xp, *, input_grad=True, weight_gra
         return winograd.backward(grad, x, weight, g.window, xp, input_grad=input_grad, weight_grad=weight_grad, shape=shape)
     stride0 = input_grad and dispatch.grad_input_method() == "stride0"
     grad_input, grad_weight = _im2col_gradients(
-        grad, x, weight, g.window, g.groups, xp, input_grad=input_grad and not stride0, weight_grad=weight_grad, shape=shape
+        grad, x, weight, g.window, g.groups, xp, input_grad=input_grad and not stride0, weight_grad=weight_grad, shape=shape,
+        columns=columns,
     )
     if stride0:
         grad_input = _stride0_grad_input(grad, weight, g.window, g.groups, height, width, xp)
@@ -324,11 +336,15 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
            [6., 9., 9., 6.],
            [4., 6., 6., 4.]])
     """
+    return _conv2d(input, weight, bias, stride, padding, dilation, groups)
+
+
+def _conv2d(input, weight, bias, stride, padding, dilation, groups, *, keep=None):
     xp = namespace_of(input, weight, bias)
     x, _, unbatched = _prepare("conv2d", input, weight, bias, xp)
     g = _conv_geometry("conv2d", x.shape, weight.shape, stride, padding, dilation, groups)
     _check_bias("conv2d", bias, weight.shape[0])
-    return unbatch(_forward(x, weight, bias, g, xp), unbatched)
+    return unbatch(_forward(x, weight, bias, g, xp, keep=keep), unbatched)
 
 
 @conv2d.defbackward
@@ -355,27 +371,36 @@ def conv2d_backward(grad_output, input, weight, bias=None, stride=1, padding=0, 
     return _conv2d_backward(grad_output, input, weight, bias, stride, padding, dilation, groups)
 
 
-def _conv2d_backward(grad_output, input, weight, bias, stride, padding, dilation, groups, *, input_grad=True, weight_grad=True):
+def _conv2d_backward(grad_output, input, weight, bias, stride, padding, dilation, groups, *, input_grad=True, weight_grad=True,
+                     columns=None):
     """:func:`conv2d_backward`; without ``input_grad`` (``weight_grad``) that gradient is None and
-    not computed: a first layer's input gradient, a frozen weight's."""
+    not computed: a first layer's input gradient, a frozen weight's. ``columns``: the forward's
+    kept im2col matrices (see :func:`_im2col_conv`)."""
     xp = namespace_of(grad_output, input, weight, bias)
     op = "conv2d_backward"
     x, grad, unbatched = _prepare(op, input, weight, bias, xp, grad_output)
     g = _conv_geometry(op, x.shape, weight.shape, stride, padding, dilation, groups)
     _check_bias(op, bias, weight.shape[0])
     check_shape(op, "grad_output", grad, (x.shape[0], weight.shape[0], g.window.oh, g.window.ow))
-    grad_input, grad_weight = _gradients(grad, x, weight, g, xp, input_grad=input_grad, weight_grad=weight_grad)
+    grad_input, grad_weight = _gradients(grad, x, weight, g, xp, input_grad=input_grad, weight_grad=weight_grad, columns=columns)
     return (None if grad_input is None else unbatch(grad_input, unbatched)), grad_weight, _bias_grad(grad, bias, xp)
 
 
 def _conv2d_vjp_forward(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    return conv2d(input, weight, bias, stride, padding, dilation, groups), (input, weight, bias, stride, padding, dilation, groups)
+    # Training keeps the forward's column matrix (when it is one buffer under the workspace
+    # limit) for the weight gradient, instead of running im2col on the input again.
+    columns = {}
+    out = _conv2d(input, weight, bias, stride, padding, dilation, groups, keep=columns)
+    return out, ((input, weight, bias, stride, padding, dilation, groups), columns)
 
 
 def _conv2d_vjp_backward(residuals, grad_output, needs):
     # The graph asks only for the gradients its inputs need: no col2im for a first layer's input.
+    arguments, columns = residuals
     input_grad, weight_grad, bias_grad = needs
-    grad_input, grad_weight, grad_bias = _conv2d_backward(grad_output, *residuals, input_grad=input_grad, weight_grad=weight_grad)
+    grad_input, grad_weight, grad_bias = _conv2d_backward(
+        grad_output, *arguments, input_grad=input_grad, weight_grad=weight_grad, columns=columns if weight_grad else None
+    )
     return grad_input, grad_weight, (grad_bias if bias_grad else None)
 
 
