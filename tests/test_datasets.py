@@ -1,6 +1,7 @@
 """The IDX loader and its error cases, on files the tests write, and the real files when present."""
 
 import gzip
+import hashlib
 import io
 import struct
 
@@ -55,6 +56,49 @@ def test_loads_valid_files(isolated):
     np.testing.assert_array_equal(data.images, images)
     np.testing.assert_array_equal(data.labels, labels)
     assert len(datasets.load("mnist", "test", data_dir=isolated)) == 10
+
+
+def test_the_folder_and_checksums_read_are_recorded(isolated):
+    _write_dataset(isolated)
+    data = datasets.load("mnist", "train", data_dir=isolated)
+    assert data.directory == str(isolated.resolve())
+    assert data.sha256 == {name: hashlib.sha256((isolated / name).read_bytes()).hexdigest()
+                           for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")}
+
+
+def _complete_system_copy(isolated, monkeypatch):
+    """A complete copy where the search would find it without an explicit folder."""
+    system = isolated / "system"
+    system.mkdir()
+    _write_dataset(system)
+    monkeypatch.setitem(datasets.SPECS, "mnist", datasets.SPECS["mnist"].__class__(**{**datasets.SPECS["mnist"].__dict__, "system_dir": str(system)}))
+    assert datasets.find_files("mnist") == system
+
+
+def test_an_explicit_folder_is_used_or_the_load_fails_naming_what_is_missing(isolated, monkeypatch):
+    _complete_system_copy(isolated, monkeypatch)
+    with pytest.raises(DatasetError, match=f"no mnist files to use: --data-dir {isolated / 'missing'} does not exist"):
+        datasets.load("mnist", "train", data_dir=isolated / "missing", download=False)
+    incomplete = isolated / "incomplete"
+    incomplete.mkdir()
+    (incomplete / "train-images-idx3-ubyte.gz").write_bytes((isolated / "system" / "train-images-idx3-ubyte.gz").read_bytes())
+    (incomplete / "train-labels-idx1-ubyte").write_bytes(b"unzipped")
+    with pytest.raises(DatasetError) as error:
+        datasets.load("mnist", "train", data_dir=incomplete)
+    text = str(error.value)
+    assert f"--data-dir {incomplete} lacks 3 of the 4 mnist files: train-labels-idx1-ubyte.gz, t10k-images" in text
+    assert "it holds train-labels-idx1-ubyte uncompressed: portaconv reads the .gz files" in text
+    assert "network unreachable" in text, "the download into the folder was tried"
+    assert sorted(p.name for p in incomplete.iterdir()) == ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte"]
+
+
+def test_portaconv_data_is_explicit_too(isolated, monkeypatch):
+    _complete_system_copy(isolated, monkeypatch)
+    (isolated / "env").mkdir()
+    monkeypatch.setenv("PORTACONV_DATA", str(isolated / "env"))
+    assert datasets.find_files("mnist") is None
+    with pytest.raises(DatasetError, match=f"PORTACONV_DATA {isolated / 'env'} lacks 4 of the 4 mnist files"):
+        datasets.load("mnist", "test", download=False)
 
 
 def test_environment_variable_is_searched(isolated, monkeypatch):
@@ -123,7 +167,7 @@ def test_failed_download_leaves_no_file(isolated, monkeypatch):
     target = isolated / "dl"
     with pytest.raises(DatasetError, match="connection reset"):
         datasets.load("mnist", "train", data_dir=target, progress=False)
-    assert list(target.iterdir()) == []
+    assert not target.exists(), "the folder the download created is removed with its partial file"
 
 
 def test_download_checksum_mismatch_leaves_no_file(isolated, monkeypatch):
@@ -131,7 +175,7 @@ def test_download_checksum_mismatch_leaves_no_file(isolated, monkeypatch):
     target = isolated / "dl"
     with pytest.raises(DatasetError, match="has MD5 .* expected f68b3c2d"):
         datasets.load("mnist", "train", data_dir=target, progress=False)
-    assert list(target.iterdir()) == []
+    assert not target.exists()
 
 
 def test_download_verifies_and_installs(isolated, monkeypatch):

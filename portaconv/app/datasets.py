@@ -1,10 +1,12 @@
 """Fashion-MNIST and MNIST from the standard IDX ``.gz`` files.
 
-Files are looked up in, in order: an explicit ``data_dir``, ``$PORTACONV_DATA``,
-``~/.cache/portaconv/<name>``, and (Fashion-MNIST) ``/usr/share/datasets/fashion-mnist``, where
-Debian's ``dataset-fashion-mnist`` package installs them. Otherwise they are downloaded into the
-cache from the dataset's canonical mirror, checked against the published MD5 sums, and renamed into
-place only when complete. Every file is validated (magic number, dimensions, length, image/label
+An explicit folder (``data_dir``, else ``$PORTACONV_DATA``) is the only place looked at: files
+missing there are downloaded into it, or the load fails naming what is missing; it never falls
+back to another copy. Without one, files are looked up in ``~/.cache/portaconv/<name>`` and
+(Fashion-MNIST) ``/usr/share/datasets/fashion-mnist``, where Debian's ``dataset-fashion-mnist``
+package installs them, else downloaded into the cache. Downloads come from the dataset's
+canonical mirror, are checked against the published MD5 sums, and are renamed into place only
+when complete. Every file is validated (magic number, dimensions, length, image/label
 counts) before anything is returned: a bad file raises, never a partial dataset.
 """
 
@@ -16,7 +18,7 @@ import os
 import tempfile
 import urllib.request
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +88,9 @@ class Dataset:
     labels: np.ndarray
     mean: float
     std: float
+    #: the folder the files were read from, and the SHA-256 of each file read (name -> hex digest)
+    directory: str | None = None
+    sha256: dict = field(default_factory=dict)
 
     def __len__(self):
         return self.labels.shape[0]
@@ -97,25 +102,47 @@ def _spec(name):
     return SPECS[name]
 
 
-def _candidates(spec, data_dir):
-    dirs = []
+def _explicit(data_dir):
+    """The folder the user named, and how (``--data-dir`` or ``PORTACONV_DATA``), or ``(None, None)``."""
     if data_dir is not None:
-        dirs.append(Path(data_dir))
+        return Path(data_dir), "--data-dir"
     if os.environ.get("PORTACONV_DATA"):
-        dirs.append(Path(os.environ["PORTACONV_DATA"]))
-    dirs.append(Path.home() / ".cache" / "portaconv" / spec.name)
+        return Path(os.environ["PORTACONV_DATA"]), "PORTACONV_DATA"
+    return None, None
+
+
+def _candidates(spec, data_dir):
+    explicit, _ = _explicit(data_dir)
+    if explicit is not None:
+        return [explicit]
+    dirs = [Path.home() / ".cache" / "portaconv" / spec.name]
     if spec.system_dir:
         dirs.append(Path(spec.system_dir))
     return dirs
 
 
 def find_files(name="fashion-mnist", data_dir=None):
-    """The first directory of the search order holding all four files, or ``None``."""
+    """The folder holding all four files: the explicit one (``data_dir``, else ``$PORTACONV_DATA``)
+    or nothing; without one, the first complete folder of the search order. ``None`` when none is."""
     spec = _spec(name)
     for directory in _candidates(spec, data_dir):
         if all((directory / f).is_file() for f in spec.files):
             return directory
     return None
+
+
+def _missing_in(spec, directory: Path, how: str) -> str:
+    """What an explicit folder lacks, in words."""
+    if not directory.exists():
+        return f"{how} {directory} does not exist"
+    if not directory.is_dir():
+        return f"{how} {directory} is not a folder"
+    missing = [f for f in spec.files if not (directory / f).is_file()]
+    text = f"{how} {directory} lacks {len(missing)} of the {len(spec.files)} {spec.name} files: {', '.join(missing)}"
+    unzipped = [f[: -len(".gz")] for f in missing if (directory / f[: -len(".gz")]).is_file()]
+    if unzipped:
+        text += f" (it holds {', '.join(unzipped)} uncompressed: portaconv reads the .gz files; gzip them back)"
+    return text
 
 
 def parse_idx(data: bytes, *, expect_ndim: int, source: str = "data") -> np.ndarray:
@@ -139,21 +166,34 @@ def parse_idx(data: bytes, *, expect_ndim: int, source: str = "data") -> np.ndar
 
 
 def _read(path: Path, raw_md5):
+    """The decompressed content of a .gz file and the SHA-256 of the file itself."""
     try:
-        with gzip.open(path, "rb") as handle:
-            data = handle.read()
+        compressed = path.read_bytes()
+        data = gzip.decompress(compressed)
     except (OSError, EOFError, zlib.error) as error:
         raise DatasetError(f"{path}: not a complete gzip file ({error})") from error
     if raw_md5 is not None and hashlib.md5(data).hexdigest() != raw_md5:
         raise DatasetError(f"{path}: content checksum {hashlib.md5(data).hexdigest()} does not match the published {raw_md5}")
-    return data
+    return data, hashlib.sha256(compressed).hexdigest()
 
 
 def _download(spec, directory: Path, progress=True):
-    """Fetch the four files into ``directory``; each appears only once complete and verified."""
+    """Fetch the four files into ``directory``; each appears only once complete and verified (with
+    the permissions of the user's umask). A folder created here and left empty is removed."""
+    created = not directory.exists()
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        _download_files(spec, directory, progress)
+    finally:
+        if created and not any(directory.iterdir()):
+            directory.rmdir()
+
+
+def _download_files(spec, directory: Path, progress):
     from tqdm.auto import tqdm
 
-    directory.mkdir(parents=True, exist_ok=True)
+    mask = os.umask(0o022)
+    os.umask(mask)
     for file, (gz_md5, _) in spec.files.items():
         target = directory / file
         if target.is_file():
@@ -170,6 +210,7 @@ def _download(spec, directory: Path, progress=True):
                         bar.update(len(chunk))
             if digest.hexdigest() != gz_md5:
                 raise DatasetError(f"download of {file} has MD5 {digest.hexdigest()}, expected {gz_md5}")
+            os.chmod(temporary, 0o666 & ~mask)
             os.replace(temporary, target)
         finally:
             if os.path.exists(temporary):
@@ -187,31 +228,42 @@ def load(name="fashion-mnist", split="train", *, data_dir=None, download=True, p
     spec = _spec(name)
     if split not in _SPLITS:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    directory = find_files(name, data_dir)
-    if directory is None:
-        places = ", ".join(str(d) for d in _candidates(spec, data_dir))
-        hint = (
-            f"no {name} files found in: {places}. Pass --data-dir DIR (or data_dir=) or set PORTACONV_DATA "
-            f"to a directory holding {', '.join(spec.files)}"
-            + ("; on Debian/Ubuntu: apt-get install dataset-fashion-mnist" if spec.system_dir else "")
-        )
-        if not download:
-            raise DatasetError(hint)
-        # The first place searched is where a download goes: data_dir, $PORTACONV_DATA, or the cache.
-        cache = _candidates(spec, data_dir)[0]
-        try:
-            _download(spec, cache, progress)
-        except (OSError, DatasetError) as error:
-            raise DatasetError(f"{hint}. Downloading from {spec.mirror} failed: {error}") from error
-        directory = cache
+    directory = find_files(name, data_dir) or _fetch(spec, data_dir, download, progress)
     image_file, label_file = _SPLITS[split]
-    images = parse_idx(_read(directory / image_file, spec.files[image_file][1]), expect_ndim=3, source=str(directory / image_file))
-    labels = parse_idx(_read(directory / label_file, spec.files[label_file][1]), expect_ndim=1, source=str(directory / label_file))
+    image_bytes, image_sha = _read(directory / image_file, spec.files[image_file][1])
+    label_bytes, label_sha = _read(directory / label_file, spec.files[label_file][1])
+    images = parse_idx(image_bytes, expect_ndim=3, source=str(directory / image_file))
+    labels = parse_idx(label_bytes, expect_ndim=1, source=str(directory / label_file))
     if images.shape[0] != labels.shape[0]:
         raise DatasetError(f"{directory}: {images.shape[0]} images but {labels.shape[0]} labels in the {split} split")
     if labels.size and labels.max() > 9:
         raise DatasetError(f"{directory / label_file}: label {labels.max()} is not a class 0..9")
-    return Dataset(images, labels, spec.mean, spec.std)
+    return Dataset(images, labels, spec.mean, spec.std, str(directory.resolve()), {image_file: image_sha, label_file: label_sha})
+
+
+def _fetch(spec, data_dir, download, progress) -> Path:
+    """Download the missing files into the explicit folder, else the cache; or say what is missing where."""
+    explicit, how = _explicit(data_dir)
+    if explicit is not None:
+        hint = f"no {spec.name} files to use: {_missing_in(spec, explicit, how)}"
+    else:
+        places = ", ".join(str(d) for d in _candidates(spec, data_dir))
+        hint = (
+            f"no {spec.name} files found in: {places}. Pass --data-dir DIR (or data_dir=) or set PORTACONV_DATA "
+            f"to a directory holding {', '.join(spec.files)}"
+            + ("; on Debian/Ubuntu: apt-get install dataset-fashion-mnist" if spec.system_dir else "")
+        )
+    if not download:
+        raise DatasetError(hint)
+    # The first place searched is where a download goes: the explicit folder, or the cache.
+    target = _candidates(spec, data_dir)[0]
+    try:
+        if progress:
+            print(f"downloading {spec.name} from {spec.mirror} into {target}")
+        _download(spec, target, progress)
+    except (OSError, DatasetError) as error:
+        raise DatasetError(f"{hint}. Downloading from {spec.mirror} failed: {error}") from error
+    return target
 
 
 #: Training augmentations: mirror a random half left-right (``flip``), translate by up to 1 or 2
