@@ -105,7 +105,7 @@ DEFAULTS = {
     # by ~lr · 12 544 a step, so it needs a small lr and long training (lr 1e-3 for 10 epochs: 85.9 %).
     "seed004": {"epochs": 40, "batch_size": 64, "lr": 3e-4, "optimizer": "adam", "augment": "flip"},
     "cnn-fc": {"epochs": 15, "batch_size": 64, "lr": 1e-3, "optimizer": "adam", "augment": "flip"},
-    "resnet": {"epochs": 15, "batch_size": 128, "lr": 0.1, "optimizer": "sgd", "weight_decay": 5e-4, "augment": "flip+shift2",
+    "resnet": {"epochs": 30, "batch_size": 128, "lr": 0.1, "optimizer": "sgd", "weight_decay": 5e-4, "augment": "flip+shift2",
                "label_smoothing": 0.1},
 }
 
