@@ -1,31 +1,24 @@
 """dropout and dropout2d, forward and backward, with the mask drawn on the array's device.
 
-The mask comes from the backend's own generator where it has one: ``numpy.random.Generator`` for
-NumPy, a ``torch.Generator`` on the tensor's device for torch, ``cupy.random`` for CuPy, a
-``jax.random`` key for JAX; array-api-strict (and any other library) draws with NumPy and copies
-the mask over. ``seed=`` makes the mask a pure function of the seed, so ``f_backward`` regenerates
-it; ``generator=`` draws from a caller's generator, which moves on, so only portaconv's autograd
-(which keeps the forward's mask, :meth:`~portaconv.autograd.graph.differentiable` ``defvjp``) can
-differentiate such a call.
+The mask comes from the backend's own generator where it has one
+(:func:`portaconv.primitives.random.keep_mask`). ``seed=`` makes the mask a pure function of the
+seed, so ``f_backward`` regenerates it; ``generator=`` draws from a caller's generator, which
+moves on, so only portaconv's autograd (which keeps the forward's mask,
+:meth:`~portaconv.autograd.graph.differentiable` ``defvjp``) can differentiate such a call.
 """
 
 from __future__ import annotations
 
 import numbers
 
-import numpy as np
 from array_api_compat import device as _device
 
-from .. import _random
-from .._backend import backend_name, namespace_of
+from .._backend import namespace_of
 from .._validate import check_float_arrays, check_ndim, check_shape
 from ..autograd.graph import differentiable
+from ..primitives import random
 
 __all__ = ["dropout", "dropout_backward", "dropout2d", "dropout2d_backward"]
-
-# Seeds drawn from portaconv's global generator: valid for every backend's seeding.
-_SEED_BOUND = 2**31
-
 
 def _check(op, xp, input, p, training, seed, generator, grad_output=None):
     """Validate the arguments (dtypes, shapes and Python values only); return ``p`` as a float."""
@@ -51,70 +44,14 @@ def _check_seed(op, seed, input):
         if seed < 0:
             raise ValueError(f"{op}: seed must be a non-negative int, got {seed!r}")
         return
-    if backend_name(input) == "jax" and backend_name(seed) == "jax" and hasattr(seed, "dtype"):
-        import jax.numpy as jnp
-
-        if seed.ndim == 0 and jnp.issubdtype(seed.dtype, jnp.integer):
-            return  # a (possibly traced) JAX integer: jax.random.key(seed) under jit
+    if random.is_array_seed(seed, input):
+        return  # a (possibly traced) JAX integer: jax.random.key(seed) under jit
     raise TypeError(f"{op}: seed must be a non-negative int (or, for JAX input, a 0-D JAX integer array), got {seed!r}")
 
 
 def _random_mask(p, training):
     """Whether the mask is random: training with ``0 < p < 1`` (p=0 keeps all, p=1 none)."""
     return training and 0.0 < p < 1.0
-
-
-def _keep(op, input, shape, p, seed, generator, xp):
-    """Boolean mask of ``shape`` on ``input``'s device: True (kept) with probability ``1 - p``."""
-    device = _device(input)
-    library = backend_name(input)
-    if generator is None and seed is None:
-        seed = int(_random.default_generator().integers(0, _SEED_BOUND))
-    if isinstance(generator, np.random.Generator):
-        return xp.asarray(generator.random(shape) >= p, device=device)
-    if library == "torch":
-        import torch
-
-        if generator is None:
-            generator = torch.Generator(device=input.device)
-            generator.manual_seed(int(seed))
-        elif not isinstance(generator, torch.Generator):
-            raise TypeError(
-                f"{op}: generator must be a torch.Generator or a numpy.random.Generator for torch input, "
-                f"got {type(generator).__name__}"
-            )
-        elif generator.device.type != input.device.type:
-            raise ValueError(
-                f"{op}: generator is on device {generator.device} but input is on {input.device}; "
-                "use a generator of the input's device"
-            )
-        return torch.rand(shape, generator=generator, device=input.device, dtype=input.dtype) >= p
-    if library == "cupy":
-        import cupy
-
-        with input.device:
-            if generator is None:
-                generator = cupy.random.default_rng(int(seed))
-            elif not isinstance(generator, (cupy.random.Generator, cupy.random.RandomState)):
-                raise TypeError(
-                    f"{op}: generator must be a cupy.random.Generator, cupy.random.RandomState or numpy.random.Generator "
-                    f"for CuPy input, got {type(generator).__name__}"
-                )
-            draw = generator.random if isinstance(generator, cupy.random.Generator) else generator.random_sample
-            return draw(shape) >= p
-    if library == "jax":
-        import jax
-
-        if generator is not None:
-            raise TypeError(
-                f"{op}: generator must be a numpy.random.Generator for JAX input (JAX has no stateful "
-                f"generator; pass seed=), got {type(generator).__name__}"
-            )
-        keep = jax.random.uniform(jax.random.key(seed), shape, dtype=input.dtype) >= p
-        return keep if device is None else xp.asarray(keep, device=device)  # device None: a tracer
-    if generator is not None:
-        raise TypeError(f"{op}: generator must be a numpy.random.Generator for {library} input, got {type(generator).__name__}")
-    return xp.asarray(np.random.default_rng(int(seed)).random(shape) >= p, device=device)
 
 
 def _scale(op, input, shape, p, training, seed, generator, xp):
@@ -126,7 +63,7 @@ def _scale(op, input, shape, p, training, seed, generator, xp):
     zero = xp.zeros((), dtype=input.dtype, device=device)
     if p == 1.0:
         return xp.zeros(shape, dtype=input.dtype, device=device)  # torch: input * 0 (NaN stays NaN)
-    keep = _keep(op, input, shape, p, seed, generator, xp)
+    keep = random.keep_mask(op, input, shape, p, seed, generator, xp)
     return xp.where(keep, xp.asarray(1.0 / (1.0 - p), dtype=input.dtype, device=device), zero)
 
 

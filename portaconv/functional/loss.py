@@ -11,7 +11,6 @@ import math
 import numbers
 import warnings
 
-import numpy as _np
 from array_api_compat import device as _device
 
 from ..autograd.graph import differentiable
@@ -485,9 +484,17 @@ def _elementwise_grad(op, grad_output, reduction, shape, xp):
     return grad_output / max(_numel(shape), 1) if reduction == "mean" else grad_output
 
 
+def _broadcast_shapes(a, b):
+    """The standard's broadcasting of two shapes (pure ints); ValueError when they do not."""
+    a, b = (1,) * (len(b) - len(a)) + a, (1,) * (len(a) - len(b)) + b
+    if any(m != n and 1 not in (m, n) for m, n in zip(a, b)):
+        raise ValueError(f"shapes {a} and {b} do not broadcast")
+    return tuple(n if m == 1 else m for m, n in zip(a, b))
+
+
 def _broadcast_shape(op, name, a, b, *, into=None):
     try:
-        shape = tuple(_np.broadcast_shapes(tuple(a.shape), tuple(b.shape)))
+        shape = _broadcast_shapes(tuple(a.shape), tuple(b.shape))
     except ValueError:
         shape = None
     if shape is None or (into is not None and shape != tuple(into)):
