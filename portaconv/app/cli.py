@@ -20,7 +20,7 @@ def _train(args):
         label_smoothing=args.label_smoothing, seed=args.seed, limit=args.limit,
         augment="default" if args.augment is None else None if args.augment == "none" else args.augment,
         data_dir=args.data_dir, out=args.out, dataset=args.dataset, progress=args.progress,
-        resume=args.resume, overwrite=args.overwrite,
+        resume=args.resume, overwrite=args.overwrite, distributed=args.distributed,
         command="portaconv " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
     return 0
@@ -29,10 +29,20 @@ def _train(args):
 def _evaluate(args):
     from .train import check_device, evaluate_checkpoint, latest_checkpoint
 
+    if args.dask is not None:
+        from .dask_eval import require
+
+        require()  # says what to install before any work
     backend = check_device(args.backend, args.device)
     path = args.checkpoint or latest_checkpoint(args.model or "seed-cnn")
-    (loss, accuracy), meta = evaluate_checkpoint(path, backend=args.backend, device=args.device, data_dir=args.data_dir,
-                                                 model=args.model)
+    if args.dask is not None:
+        from .dask_eval import evaluate_checkpoint_dask
+
+        (loss, accuracy), meta = evaluate_checkpoint_dask(path, args.dask or None, backend=backend, data_dir=args.data_dir,
+                                                          model=args.model)
+    else:
+        (loss, accuracy), meta = evaluate_checkpoint(path, backend=args.backend, device=args.device, data_dir=args.data_dir,
+                                                     model=args.model)
     epoch = f" (epoch {meta['epoch']})" if "epoch" in meta else ""
     print(f"{meta['model']}{epoch} from {path} on {backend}, test set from {meta['data_dir']}: "
           f"test loss {loss:.4f}, accuracy {100 * accuracy:.2f}%")
@@ -97,6 +107,10 @@ def _add_train(commands):
              "command fails naming them (default: $PORTACONV_DATA, the same way; else ~/.cache/portaconv/DATASET, "
              "then /usr/share/datasets/fashion-mnist, else a download into the cache)")
     add("--out", default=None, metavar="DIR", help="run folder, new or empty (default: runs/MODEL)")
+    add("--distributed", action="store_true",
+        help="data-parallel over the ranks of an MPI job: mpiexec -n K portaconv train --distributed ...; the global "
+             "batch stays --batch-size (batch/K per rank), rank 0 prints and writes the run folder (needs "
+             "pip install 'portaconv[mpi]')")
     runs = train.add_mutually_exclusive_group()
     runs.add_argument("--resume", default=None, metavar="DIR",
                       help="continue the run in DIR from its last completed epoch, with its flags")
@@ -124,6 +138,9 @@ def build_parser():
     evaluate.add_argument("--backend", default="numpy", help="(default: numpy)")
     evaluate.add_argument("--device", default=None, help="(default: the backend's)")
     evaluate.add_argument("--data-dir", default=None, metavar="DIR", help="as for train")
+    evaluate.add_argument("--dask", nargs="?", const="", default=None, metavar="ADDRESS",
+                          help="evaluate on the Dask cluster at ADDRESS (scheduler address), or on a local cluster of "
+                               "2 worker processes when no ADDRESS is given (needs pip install 'portaconv[dask]')")
     evaluate.set_defaults(run=_evaluate)
 
     check = commands.add_parser(
@@ -158,7 +175,8 @@ def main(argv=None):
         print(f"portaconv {args.command}: error: {error}", file=sys.stderr)
         return 1
     except (ValueError, TypeError, ImportError, RuntimeError, OSError) as error:
-        print(f"portaconv {args.command}: error: {error}", file=sys.stderr)
+        if not getattr(error, "quiet", False):  # quiet: another rank of an MPI job reports it
+            print(f"portaconv {args.command}: error: {error}", file=sys.stderr)
         return 2
 
 

@@ -281,11 +281,15 @@ def _translate(images, offsets, limit):
     return padded[np.arange(count)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
-def batches(dataset: Dataset, batch_size, *, shuffle=True, seed=0, augment=None, backend="numpy", dtype="float32", device=None):
+def batches(dataset: Dataset, batch_size, *, shuffle=True, seed=0, augment=None, backend="numpy", dtype="float32", device=None,
+            shard=None):
     """Yield ``(x, y)`` batches on a backend: x (B, 1, 28, 28) normalized floats, y (B,) int64.
 
     The order is a seeded permutation (one per call: pass ``seed + epoch`` for new orders).
     ``augment`` (training only, seeded, on the host): one of :data:`AUGMENTATIONS`.
+    ``shard=(rank, K)``: only rank's contiguous part of every batch (``np.array_split`` into K, as
+    :class:`portaconv.distributed.DistributedSampler` cuts it), augmented exactly as the whole batch
+    would be (the random draws of the whole batch are made, the rank's part is kept).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size!r}")
@@ -302,6 +306,9 @@ def batches(dataset: Dataset, batch_size, *, shuffle=True, seed=0, augment=None,
     offset = float_dtype(dataset.mean / dataset.std)
     for start in range(0, len(order), batch_size):
         index = order[start : start + batch_size]
+        if shard is not None:
+            yield _shard_of(dataset, index, shard, randomness, flip, translate, xp, float_dtype, scale, offset, device)
+            continue
         images = dataset.images[index]
         if flip:
             mirrored = randomness.random(len(index)) < 0.5
@@ -312,3 +319,18 @@ def batches(dataset: Dataset, batch_size, *, shuffle=True, seed=0, augment=None,
         x = xp.asarray(images, dtype=getattr(xp, float_dtype.__name__), device=device)
         y = xp.asarray(dataset.labels[index].astype(np.int64), device=device)
         yield x, y
+
+
+def _shard_of(dataset, index, shard, randomness, flip, translate, xp, float_dtype, scale, offset, device):
+    """One rank's part of a batch, drawing the whole batch's augmentation (see :func:`batches`)."""
+    rank, size = shard
+    part = np.array_split(np.arange(len(index)), size)[rank]
+    images = dataset.images[index[part]]
+    if flip:
+        mirrored = (randomness.random(len(index)) < 0.5)[part]
+        images = np.where(mirrored[:, None, None], images[:, :, ::-1], images)
+    if translate:
+        images = _translate(images, randomness.integers(-translate, translate + 1, size=(len(index), 2))[part], translate)
+    images = images.astype(float_dtype)[:, None] * scale - offset
+    x = xp.asarray(images, dtype=getattr(xp, float_dtype.__name__), device=device)
+    return x, xp.asarray(dataset.labels[index[part]].astype(np.int64), device=device)

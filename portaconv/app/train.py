@@ -442,7 +442,7 @@ def _resumed_settings(checkpoint, given, folder):
 
 def train(model=None, *, backend=None, dtype=None, device=None, epochs=None, batch_size=None, lr=None,
           optimizer=None, weight_decay=None, label_smoothing=None, augment="default", seed=None, limit=None, data_dir=None,
-          out=None, dataset=None, progress="auto", command=None, resume=None, overwrite=False):
+          out=None, dataset=None, progress="auto", command=None, resume=None, overwrite=False, distributed=False):
     """Train a built-in model; returns the metrics dict also written to ``out/metrics.json``.
 
     Flags left ``None`` (``augment``: ``"default"``) take the model's defaults
@@ -450,7 +450,8 @@ def train(model=None, *, backend=None, dtype=None, device=None, epochs=None, bat
     epochs. ``out`` (default ``runs/<model>``) must be new or empty unless ``overwrite``;
     ``resume=DIR`` continues the run in DIR with its own flags, data folder, backend and device
     (``backend``, default numpy, and ``device`` may move it). ``progress``: one of
-    :data:`PROGRESS` (``True``: auto, ``False``: none).
+    :data:`PROGRESS` (``True``: auto, ``False``: none). ``distributed``: every rank of an MPI job
+    (``mpiexec -n K``) calls this; see :mod:`portaconv.app.distributed_train`.
 
     Raises
     ------
@@ -463,6 +464,11 @@ def train(model=None, *, backend=None, dtype=None, device=None, epochs=None, bat
     """
     values = dict(model=model, dataset=dataset, dtype=dtype, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                   weight_decay=weight_decay, label_smoothing=label_smoothing, augment=augment, seed=seed, limit=limit)
+    if distributed:
+        from .distributed_train import train_distributed
+
+        return train_distributed(values, augment, backend=backend, device=device, data_dir=data_dir, out=out, progress=progress,
+                                 command=command, resume=resume, overwrite=overwrite)
     given = {k: v for k, v in values.items() if v is not None and k != "augment"}
     if augment != "default":  # None: no augmentation
         given["augment"] = augment

@@ -104,7 +104,9 @@ def shard_batches(dataset, sampler, *, backend="numpy", dtype="float32", device=
     prepares them (the same normalization, hence the same values per sample as one process).
 
     ``augment`` draws from a stream per (seed, step, rank), so augmented batches differ from one
-    process's. An empty share gives ``x`` of shape ``(0, 1, H, W)``.
+    process's; :func:`portaconv.app.datasets.batches` with ``shard=(rank, K)`` (what
+    ``portaconv train --distributed`` uses) draws the whole global batch's augmentation instead and
+    equals one process's. An empty share gives ``x`` of shape ``(0, 1, H, W)``.
     """
     from ..app import datasets
 
