@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 
 from . import datasets, models
-from .checkpoint import CheckpointError, read_checkpoint
+from .checkpoint import CheckpointError
+from .train import read_trained_checkpoint
 
 __all__ = ["evaluate_checkpoint_dask", "INSTALL_HINT"]
 
@@ -45,13 +46,7 @@ def evaluate_checkpoint_dask(path, address=None, *, data_dir=None, model=None, b
     """As :func:`portaconv.app.train.evaluate_checkpoint`, on a Dask cluster (NumPy or CuPy chunks)."""
     if backend not in ("numpy", "cupy"):
         raise ValueError(f"evaluate --dask: --backend {backend}: the workers take NumPy or CuPy blocks")
-    checkpoint = read_checkpoint(path)
-    meta = checkpoint.metadata
-    for key in ("model", "dtype"):
-        if key not in meta:
-            raise CheckpointError(f"{path}: not a portaconv train checkpoint (its metadata lacks {key!r})")
-    if model is not None and meta["model"] != model:
-        raise ValueError(f"--model {model}: {path} is a checkpoint of {meta['model']}")
+    checkpoint, meta = read_trained_checkpoint(path, model)
     net = models.build(meta["model"], dtype=meta["dtype"])
     try:
         net.load_state_dict(checkpoint.model_state)

@@ -40,7 +40,7 @@ from . import datasets
 from .checkpoint import read_checkpoint, save_checkpoint
 from .rundir import RunFolder
 from .train import (TrainingFailed, _Session, _correct, _deferred_interrupt, _epochs, _progress_mode, _resolve, _resumable,
-                    _resumed_settings, _rng_states, _validate, check_device)
+                    _resumed_settings, _rng_states, _validate, check_device, set_epoch_lr)
 
 __all__ = ["train_distributed", "STEP_TIMEOUT", "Quiet"]
 
@@ -124,9 +124,7 @@ class _DistributedSession(_Session):
         import portaconv.distributed as dist
 
         s, xp = self.s, self.xp
-        lr = s["lr"] * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / s["epochs"]))
-        for group in self.opt.param_groups:
-            group["lr"] = lr
+        lr = set_epoch_lr(self.opt, s, epoch)
         start = time.perf_counter()
         seen, loss_sum, correct = 0, 0.0, 0
         steps = math.ceil(len(self.train_set) / s["batch_size"])

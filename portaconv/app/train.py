@@ -290,9 +290,7 @@ class _Session:
     # training
     def _epoch(self, epoch):
         s, xp = self.s, self.xp
-        lr = s["lr"] * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / s["epochs"]))
-        for group in self.opt.param_groups:
-            group["lr"] = lr
+        lr = set_epoch_lr(self.opt, s, epoch)
         start = time.perf_counter()
         seen, loss_sum, correct = 0, 0.0, 0
         steps = math.ceil(len(self.train_set) / s["batch_size"])
@@ -539,10 +537,17 @@ def latest_checkpoint(model="seed-cnn", runs="runs"):
     return Path(max(found)[1])
 
 
-def evaluate_checkpoint(path, *, backend="numpy", device=None, data_dir=None, batch_size=1000, model=None):
-    """Rebuild the model a checkpoint names, load its weights and evaluate on the test split.
+def set_epoch_lr(opt, settings, epoch):
+    """The cosine schedule over the epochs: epoch ``epoch``'s learning rate, set on every group."""
+    lr = settings["lr"] * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / settings["epochs"]))
+    for group in opt.param_groups:
+        group["lr"] = lr
+    return lr
 
-    Returns ``((loss, accuracy), metadata)``; ``metadata["data_dir"]`` is the folder read."""
+
+def read_trained_checkpoint(path, model=None):
+    """``(checkpoint, metadata)`` of a checkpoint ``portaconv train`` wrote; ``model``, when
+    given, must be the one it holds."""
     checkpoint = read_checkpoint(path)
     meta = checkpoint.metadata
     for key in ("model", "dtype"):
@@ -550,6 +555,14 @@ def evaluate_checkpoint(path, *, backend="numpy", device=None, data_dir=None, ba
             raise CheckpointError(f"{path}: not a portaconv train checkpoint (its metadata lacks {key!r})")
     if model is not None and meta["model"] != model:
         raise ValueError(f"--model {model}: {path} is a checkpoint of {meta['model']}")
+    return checkpoint, meta
+
+
+def evaluate_checkpoint(path, *, backend="numpy", device=None, data_dir=None, batch_size=1000, model=None):
+    """Rebuild the model a checkpoint names, load its weights and evaluate on the test split.
+
+    Returns ``((loss, accuracy), metadata)``; ``metadata["data_dir"]`` is the folder read."""
+    checkpoint, meta = read_trained_checkpoint(path, model)
     net = models.build(meta["model"], backend=backend, dtype=meta["dtype"], device=device)
     try:
         net.load_state_dict(checkpoint.model_state)
