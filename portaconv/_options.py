@@ -46,7 +46,8 @@ class Options:
         Bytes one im2col column buffer may take (default 256 MiB). Convolutions split the batch,
         then the output rows, then the kernel rows until a buffer fits.
     num_threads : int or None
-        Threads of the compiled NumPy kernels (None: numba's default, the usable cores).
+        Threads of the compiled NumPy kernels and of the NumPy matrix products (None: the usable
+        cores). ``portaconv.distributed.init`` sets it for each of several ranks sharing a node.
     """
 
     algorithm: str = "auto"

@@ -4,6 +4,7 @@ prediction and evaluation on a 2-worker LocalCluster."""
 
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -244,6 +245,21 @@ def test_init_names_the_rank_that_differs(mpirun, what, expected):
     for me in (0, 1):
         assert f"rank {me} raised MismatchError" in done.stdout, done.stdout + done.stderr
     assert expected in done.stdout
+
+
+@pytest.mark.parametrize("mode", ["auto", "none", "3"])
+def test_ranks_sharing_a_node_share_its_cores(mpirun, mode):
+    """init() gives each of the 2 ranks on this node half the usable cores (at least one), so their
+    kernels and products do not fight; num_threads=None leaves the setting, an int sets it."""
+    done, _ = mpirun("threads.py", mode, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # mpiexec may join the two ranks' lines, so read the records, not the lines.
+    seen = sorted(re.findall(r"rank (\d) local_rank (\d) ranks_on_node (\d+) cores (\d+) num_threads (None|\d+)", done.stdout))
+    assert [rank for rank, *_ in seen] == ["0", "1"], done.stdout
+    for rank, local_rank, ranks_on_node, cores, num_threads in seen:
+        assert local_rank == rank and ranks_on_node == "2"
+        expected = {"auto": str(max(1, int(cores) // 2)), "none": "None", "3": "3"}[mode]
+        assert num_threads == expected, done.stdout
 
 
 # -- Dask --------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ implementations they select, and that the reference path computes what the kerne
 import asyncio
 import contextvars
 import dataclasses
+import subprocess
 import sys
 import threading
 
@@ -263,3 +264,26 @@ def test_reference_and_default_paths_agree_pooling(dtype, params):
     for what, a, e in zip(("max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward"), results["default"], results["reference"]):
         assert a.dtype == e.dtype == np.dtype(dtype)
         assert_close(a, e, dtype=dtype, what=what)
+
+
+def test_num_threads_one_keeps_the_products_on_one_thread():
+    """options(num_threads=1) (what distributed.init gives each of 2 ranks on 2 cores): a large
+    NumPy product runs whole on the calling thread, no helper thread starts; by default it is
+    split over two threads where two cores are usable. In a fresh process, so no earlier test
+    has started the helper."""
+    script = """
+import threading, numpy as np, portaconv
+from portaconv.primitives.numpy_products import matmul, usable_cores
+a, b = np.ones((256, 512), np.float32), np.ones((512, 512), np.float32)
+with portaconv.options(num_threads=1):
+    one = matmul(a, b, np)
+helpers = lambda: sum(t.name.startswith("portaconv-matmul") for t in threading.enumerate())
+print(helpers(), end=" ")
+two = matmul(a, b, np)
+print(helpers(), usable_cores(), bool((one == two).all()))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    with_one, by_default, cores, equal = done.stdout.split()
+    assert with_one == "0" and equal == "True"
+    assert by_default == ("1" if int(cores) >= 2 else "0")

@@ -245,6 +245,16 @@ def test_resume_restores_batchnorm_sgd_momentum_and_the_backend(capsys, data, tm
                                                         "backend": backend, "data_dir": str(data.resolve())}]
 
 
+def test_adamw_decouples_weight_decay(capsys, data, tmp_path):
+    """--optimizer adamw: torch's AdamW (the decay applied to the weights, not to the gradient),
+    recorded in the run's settings, a different run from adam with the same --weight-decay."""
+    for optimizer in ("adamw", "adam"):
+        flags = small(data, "--optimizer", optimizer, "--weight-decay", "0.05", epochs=2, limit=256)
+        assert main(capsys, *flags, "--out", optimizer)[0] == 0
+    assert metrics_of(tmp_path / "adamw")["flags"]["optimizer"] == "adamw"
+    assert curves(tmp_path / "adamw") != curves(tmp_path / "adam")
+
+
 def test_resume_keeps_the_runs_flags(capsys, data):
     assert main(capsys, *small(data, "--out", "run"))[0] == 0
     code, _, err = main(capsys, "train", "--resume", "run", "--lr", "0.5")

@@ -92,8 +92,10 @@ def _add_train(commands):
     add("--epochs", type=int, default=None, metavar="N", help="(default: the model's, in the table below)")
     add("--batch-size", type=int, default=None, metavar="N", help="(default: the model's, in the table below)")
     add("--lr", type=float, default=None, help="peak learning rate of the cosine schedule (default: the model's, in the table below)")
-    add("--optimizer", default=None, choices=["adam", "sgd"], help="sgd: momentum 0.9, Nesterov (default: the model's, in the table below)")
-    add("--weight-decay", type=float, default=None, help="L2 weight decay (default: the model's, in the table below)")
+    add("--optimizer", default=None, choices=["adam", "adamw", "sgd"],
+        help="adamw: decoupled weight decay; sgd: momentum 0.9, Nesterov (default: the model's, in the table below)")
+    add("--weight-decay", type=float, default=None,
+        help="weight decay: L2 in the gradient for adam and sgd, decoupled for adamw (default: the model's, in the table below)")
     add("--label-smoothing", type=float, default=None,
         help="label smoothing of the training loss (default: the model's, in the table below)")
     add("--augment", default=None, choices=[a or "none" for a in AUGMENTATIONS],

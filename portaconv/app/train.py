@@ -81,7 +81,7 @@ _RULES = {
     "epochs": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
     "batch_size": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
     "lr": (lambda v: _is_real(v) and v > 0, "a positive finite number"),
-    "optimizer": (lambda v: v in ("adam", "sgd"), "adam or sgd"),
+    "optimizer": (lambda v: v in ("adam", "adamw", "sgd"), "adam, adamw or sgd"),
     "weight_decay": (lambda v: _is_real(v) and v >= 0, "a non-negative finite number"),
     "label_smoothing": (lambda v: _is_real(v) and 0 <= v < 1, "a number in [0, 1)"),
     "augment": (lambda v: v in datasets.AUGMENTATIONS, "one of " + ", ".join(a or "none" for a in datasets.AUGMENTATIONS)),
@@ -139,9 +139,11 @@ def _progress_mode(progress):
 def _make_optimizer(name, params, lr, weight_decay):
     if name == "adam":
         return optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":  # weight decay decoupled from the adaptive step (Loshchilov & Hutter)
+        return optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
         return optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
-    raise ValueError(f"optimizer must be 'adam' or 'sgd', got {name!r}")
+    raise ValueError(f"optimizer must be 'adam', 'adamw' or 'sgd', got {name!r}")
 
 
 def _correct(log_probabilities, labels, xp) -> int:

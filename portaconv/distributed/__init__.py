@@ -33,6 +33,7 @@ from .mpi import (
     init,
     is_initialized,
     local_rank,
+    ranks_on_node,
     rank,
     world_size,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "init",
     "is_initialized",
     "local_rank",
+    "ranks_on_node",
     "predict",
     "rank",
     "shard_batches",

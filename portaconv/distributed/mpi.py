@@ -61,6 +61,7 @@ __all__ = [
     "rank",
     "world_size",
     "local_rank",
+    "ranks_on_node",
     "check_consistent",
     "broadcast_parameters",
     "allreduce_gradients",
@@ -73,7 +74,7 @@ __all__ = [
 INSTALL_HINT = "pip install 'portaconv[mpi]'"
 
 _comm = None
-_local_rank = None
+_local_rank = None  # (rank on this node, ranks on this node), found once
 _ABORT_GRACE = 1.0  # seconds between printing a failure and MPI_Abort
 _LISTED = 8  # differences listed per rank in a MismatchError
 
@@ -99,7 +100,7 @@ def _mpi():
     return MPI
 
 
-def init(comm=None, *, model=None, flags=None):
+def init(comm=None, *, model=None, flags=None, num_threads="auto"):
     """Join the MPI job this process was started in (``mpiexec -n K python ...``).
 
     Parameters
@@ -111,6 +112,12 @@ def init(comm=None, *, model=None, flags=None):
         Checked with :func:`check_consistent` together with ``flags``.
     flags : dict, optional
         Settings every rank must share (learning rate, batch size, ...), checked likewise.
+    num_threads : "auto", int or None
+        Threads for this rank's compiled NumPy kernels and matrix products, set for the process
+        with ``portaconv.set_options(num_threads=...)``. ``"auto"``: when several ranks share a
+        node, each takes its share of the cores this process may use (``cores // ranks on the
+        node``, at least 1), so the ranks do not fight over cores; one rank on its node keeps the
+        setting it has. ``None``: leave the setting alone.
 
     Returns
     -------
@@ -131,6 +138,17 @@ def init(comm=None, *, model=None, flags=None):
     global _comm, _local_rank
     _comm = MPI.COMM_WORLD if comm is None else comm
     _local_rank = None
+    if num_threads == "auto":
+        sharing = ranks_on_node()
+        if sharing > 1:
+            from .._options import set_options
+            from ..primitives.numpy_products import usable_cores
+
+            set_options(num_threads=max(1, usable_cores() // sharing))
+    elif num_threads is not None:
+        from .._options import set_options
+
+        set_options(num_threads=num_threads)
     if model is not None or flags is not None:
         check_consistent(model, flags)
     return _comm
@@ -171,11 +189,20 @@ def world_size() -> int:
 def local_rank() -> int:
     """This process's rank among the ranks on its own node: the GPU index to use, one GPU per rank
     (``device=f"cuda:{local_rank()}"`` on torch, ``cupy.cuda.Device(local_rank()).use()``)."""
+    return _node()[0]
+
+
+def ranks_on_node() -> int:
+    """How many ranks of the job run on this process's node (they share its cores and memory)."""
+    return _node()[1]
+
+
+def _node():
     global _local_rank
     if _local_rank is None:
         MPI = _mpi()
         node = get_comm().Split_type(MPI.COMM_TYPE_SHARED)
-        _local_rank = node.Get_rank()
+        _local_rank = (node.Get_rank(), node.Get_size())
         node.Free()
     return _local_rank
 

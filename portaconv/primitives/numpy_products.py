@@ -20,6 +20,7 @@ import threading
 
 import numpy as np
 
+from .._options import get_options
 from .dispatch import register
 
 __all__ = ["matmul"]
@@ -84,25 +85,28 @@ def _pool():
         return _state["pool"]
 
 
-def _cores() -> int:
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS tells it)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
 
 
-_CORES = _cores()
+_CORES = usable_cores()
 
 
 @register("matmul", "numpy")
 def matmul(a, b, xp):
-    """``a @ b`` (stacks of matrices broadcast as in ``matmul``), split over two threads."""
+    """``a @ b`` (stacks of matrices broadcast as in ``matmul``), split over two threads unless
+    ``options(num_threads=1)`` or the process may use one core only."""
     rows, inner, columns = a.shape[-2], a.shape[-1], b.shape[-1]
     batch = int(np.prod(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]), dtype=np.int64))
     if rows * inner * columns < _BLAS_SINGLE_THREADED_BELOW:
         return np.matmul(a, b)
+    threads = get_options().num_threads or _CORES  # options(num_threads=1): one core, no split
     with _OneBlasThread():
-        if _CORES < 2 or batch * rows * inner * columns < _MIN_SPLIT_MULTIPLY_ADDS or max(rows, columns) < 2:
+        if threads < 2 or batch * rows * inner * columns < _MIN_SPLIT_MULTIPLY_ADDS or max(rows, columns) < 2:
             return np.matmul(a, b)
         out = np.empty((*np.broadcast_shapes(a.shape[:-2], b.shape[:-2]), rows, columns), dtype=np.result_type(a, b))
         if columns >= rows:
