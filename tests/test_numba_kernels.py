@@ -10,6 +10,7 @@ pytest.importorskip("numba")
 import array_api_compat.numpy as xp  # noqa: E402
 
 from portaconv.primitives import numba_kernels as nk  # noqa: E402
+from portaconv.primitives.dispatch import PARALLEL_MIN_ELEMENTS, SPECIALIZED_POOL_WINDOWS, specialize_pool_window  # noqa: E402
 from portaconv.primitives import reference as ref  # noqa: E402
 from portaconv.primitives.window import Window  # noqa: E402
 
@@ -104,6 +105,50 @@ def test_max_pool(dtype):
         # Taps of another integer dtype, some out of range (they reach no pixel).
         other = rng.integers(-1, w.taps + 1, size=best.shape).astype(np.int16)
         _same(nk.max_pool_scatter(grad, other, shape, w, xp), ref.max_pool_scatter(grad, other, shape, w, xp))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("window", sorted(SPECIALIZED_POOL_WINDOWS))
+def test_max_pool_kernels_compiled_for_one_window(window, dtype):
+    """The kernels compiled for a window geometry (dispatch.SPECIALIZED_POOL_WINDOWS) give the
+    reference's bits: padding (negative top/left), windows overhanging the end, NaN, ±inf, ties."""
+    kh, kw, sh, sw = window
+    rng = np.random.default_rng(kh * 10 + sh)
+    for _ in range(12):
+        n, c, h, w_ = int(rng.integers(0, 3)), int(rng.integers(1, 3)), int(rng.integers(1, 12)), int(rng.integers(1, 12))
+        top, left = int(rng.integers(-1, kh // 2 + 1)), int(rng.integers(-1, kw // 2 + 1))
+        oh = (h + top + int(rng.integers(0, 2)) - kh) // sh + 1
+        ow = (w_ + left + int(rng.integers(0, 2)) - kw) // sw + 1
+        if oh < 1 or ow < 1:
+            continue
+        w = Window(kh, kw, sh, sw, 1, 1, top, left, oh, ow)
+        assert specialize_pool_window(kh, kw, sh, sw, 1, 1, 1, 1)
+        x = _values(rng, (n, c, h, w_), dtype, rng.choice(KINDS))
+        best, taps = nk.max_pool(x, w, xp)
+        want_best, want_taps = ref.max_pool(x, w, xp)
+        _same(best, want_best)
+        _same(taps, np.asarray(want_taps))
+        _same(nk.max_pool(x, w, xp, taps=False)[0], want_best)
+        grad = _values(rng, best.shape, dtype, rng.choice(KINDS))
+        _same(nk.max_pool_backward(grad, x, w, xp), ref.max_pool_backward(grad, x, w, xp))
+
+
+@pytest.mark.parametrize("w", [
+    Window(3, 3, 2, 2, 1, 1, 1, 1, 34, 33),  # compiled for its window
+    Window(3, 2, 1, 2, 2, 1, 1, 0, 65, 33),  # the generic build (dilated)
+], ids=["3x3/2 p1", "3x2 stride (1,2) dilation (2,1)"])
+def test_max_pool_parallel_builds(w):
+    # Large enough for the parallel builds (dispatch.PARALLEL_MIN_ELEMENTS), with and without taps.
+    rng = np.random.default_rng(5)
+    x = _values(rng, (2, 8, 67, 66), "float32", "ties")
+    assert x.size >= PARALLEL_MIN_ELEMENTS
+    best, taps = nk.max_pool(x, w, xp)
+    want_best, want_taps = ref.max_pool(x, w, xp)
+    _same(best, want_best)
+    _same(taps, np.asarray(want_taps))
+    _same(nk.max_pool(x, w, xp, taps=False)[0], want_best)
+    grad = _values(rng, best.shape, "float32", "normal")
+    _same(nk.max_pool_backward(grad, x, w, xp), ref.max_pool_backward(grad, x, w, xp))
 
 
 def test_max_pool_windows_of_padding_and_all_minus_inf():

@@ -14,14 +14,19 @@ divides per element; every kernel, col2im included, takes any (lh, lw). Every ke
 over independent outputs: im2col over column-matrix rows (c, i, j), to_nchw over (n, k), the rest
 over (n, c) planes, so the scatters have no races. The max-pool scatters visit windows in reverse
 row-major order, which gives each pixel its windows in ascending tap order, the reference's.
+The max-pool kernels are one body compiled twice: with the window's geometry as arguments, and,
+for the windows networks use (``dispatch.SPECIALIZED_POOL_WINDOWS``), once per geometry with it
+as constants, so the tap loops unroll and the loops over windows vectorize.
 
 The wrappers validate nothing (callers already did) and honour
 ``portaconv.options(num_threads=...)``. Called concurrently from several Python threads they need
-a thread-safe numba threading layer (``omp`` or ``tbb``; numba picks ``omp`` where it loads).
+a thread-safe numba threading layer (``tbb``, a dependency on x86-64, or ``omp``; numba tries
+them in that order).
 """
 
 from __future__ import annotations
 
+import functools
 import types
 
 import numba
@@ -30,7 +35,7 @@ from numba import njit, prange
 
 from .._options import get_options
 from . import reference
-from .dispatch import PARALLEL_MIN_ELEMENTS, register
+from .dispatch import PARALLEL_MIN_ELEMENTS, register, specialize_pool_window
 
 __all__ = [
     "im2col",
@@ -314,74 +319,156 @@ def col2im(cols, shape, w, xp):
 # ---- max pooling -------------------------------------------------------------------------------
 
 
-@_kernel
-def _max_pool(x, kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw, best, taps, want_taps):
-    n_, c_, h_, w_ = x.shape
-    rtab = _table(kh, dh, sh, top, oh, h_, lh)
-    ctab = _table(kw, dw, sw, left, ow, w_, lw)
-    fr = _first_taps(kh, dh, sh, top, oh)
-    fc = _first_taps(kw, dw, sw, left, ow)
-    lowest = np.full(1, -np.inf, dtype=x.dtype)[0]
-    zero = np.zeros(1, dtype=x.dtype)[0]
-    xs = x.reshape(x.size)
-    bs = best.reshape(best.size)
-    ts = taps.reshape(taps.size)
-    for p in prange(n_ * c_):
-        xb = p * h_ * w_
-        ob = p * oh * ow
-        for a in range(oh):
-            for b in range(ow):
-                v, k = _max_tap(xs, xb, w_, a, b, rtab, ctab, fr, fc, kh, kw, lowest, zero)
-                bs[ob + a * ow + b] = v
-                if want_taps:
-                    ts[ob + a * ow + b] = k
+def _inside(k, d, s, pad, o, size, l):
+    """Along one axis, the outputs [lo, hi) whose k taps all read the input (no padding, no
+    zero inserted by an input dilation): ``a·s − pad ≥ 0`` and ``a·s − pad + (k−1)·d ≤ size − 1``.
+    Pure-int geometry; empty with an input dilation."""
+    if l != 1:
+        return 0, 0
+    lo = min(max(-(-pad // s), 0), o)  # ceil(pad / s)
+    hi = min(max((size - 1 + pad - (k - 1) * d) // s + 1, lo), o)
+    return lo, hi
+
+
+def _interiors(x_shape, w):
+    """(rows lo, rows hi, columns lo, columns hi) of the windows that lie inside the input."""
+    return (*_inside(w.kh, w.dh, w.sh, w.top, w.oh, x_shape[-2], w.lh), *_inside(w.kw, w.dw, w.sw, w.left, w.ow, x_shape[-1], w.lw))
 
 
 @njit(inline="always")
-def _interior_max_tap(xs, base, width, y0, x0, kh, kw, dh, dw, lowest):
-    """:func:`_max_tap` for a window with every tap inside the input (no tables, no padding)."""
+def _interior_max(xp, r0, q0, kh, kw, dh, dw, lowest):
+    """The window with corner ``xp[r0, q0]``, all inside the plane: (best, its tap's row, its
+    tap's column), the first maximum in row-major order, NaN winning (the last NaN). The indices
+    are unsigned so numba adds no negative-index wraparound, which would keep LLVM from
+    vectorizing the loop over windows; with (kh, kw) compile-time constants the tap loops unroll."""
     best = lowest
-    win = 0
+    wi = 0
+    wj = 0
     for i in range(kh):
-        row = base + (y0 + i * dh) * width + x0
         for j in range(kw):
-            v = xs[row + j * dw]
+            v = xp[np.uint64(r0 + i * dh), np.uint64(q0 + j * dw)]
             take = (v > best) | (v != v)  # v != v: NaN. Selects, not branches: random data
             best = v if take else best  # would mispredict every other branch
-            win = (i * kw + j) if take else win
-    return best, win
+            wi = i if take else wi
+            wj = j if take else wj
+    return best, wi, wj
 
 
-@_kernel
-def _max_pool_interior(x, kh, kw, sh, sw, dh, dw, top, left, oh, ow, best, taps, want_taps):
-    """:func:`_max_pool` where every window lies inside the input (the common unpadded pools)."""
-    n_, c_, h_, w_ = x.shape
-    lowest = np.full(1, -np.inf, dtype=x.dtype)[0]
-    xs = x.reshape(x.size)
-    bs = best.reshape(best.size)
-    ts = taps.reshape(taps.size)
-    for p in prange(n_ * c_):
-        xb = p * h_ * w_
-        ob = p * oh * ow
-        for a in range(oh):
-            for b in range(ow):
-                v, k = _interior_max_tap(xs, xb, w_, a * sh - top, b * sw - left, kh, kw, dh, dw, lowest)
-                bs[ob + a * ow + b] = v
+@njit(inline="always")
+def _max_pool_plane(xp, bp, tp, want_taps, kh, kw, sh, sw, dh, dw, top, left, oh, ow, alo, ahi, blo, bhi, tables, lowest, zero):
+    # Windows inside the input (rows [alo, ahi) × columns [blo, bhi)) index the plane directly;
+    # the border's go through the tap tables (padding, input dilation). Both pick the same tap.
+    rtab, ctab, fr, fc = tables
+    xs = xp.reshape(xp.size)
+    width = xp.shape[1]
+    for a in range(oh):
+        inside = alo <= a < ahi
+        lo = blo if inside else ow
+        hi = bhi if inside else ow
+        for b in range(lo, hi):
+            v, i, j = _interior_max(xp, a * sh - top, b * sw - left, kh, kw, dh, dw, lowest)
+            bp[a, b] = v
+            if want_taps:
+                tp[a, b] = i * kw + j
+        for b in range(ow):
+            if b < lo or b >= hi:
+                v, k = _max_tap(xs, 0, width, a, b, rtab, ctab, fr, fc, kh, kw, lowest, zero)
+                bp[a, b] = v
                 if want_taps:
-                    ts[ob + a * ow + b] = k
+                    tp[a, b] = k
 
 
-def _interior(x, w) -> bool:
-    """Whether every tap of every window lies inside the input (no padding read, no dilation of
-    the input): the kernels then index directly."""
-    height, width = x.shape[-2:]
-    return (
-        (w.lh, w.lw) == (1, 1)
-        and w.top <= 0
-        and w.left <= 0
-        and (w.oh - 1) * w.sh + (w.kh - 1) * w.dh - w.top <= height - 1
-        and (w.ow - 1) * w.sw + (w.kw - 1) * w.dw - w.left <= width - 1
-    )
+@njit(inline="always")
+def _max_pool_backward_plane(gp, xp, op, kh, kw, sh, sw, dh, dw, top, left, oh, ow, alo, ahi, blo, bhi, tables, lowest, zero):
+    # Windows in reverse row-major order: the windows covering one pixel then come in ascending
+    # tap order (a later window reaches it with an earlier tap), the reference's summation order.
+    # A row's interior windows find their maxima first, into ``where`` (flat offsets in the
+    # plane), so that loop vectorizes; the scatter follows. Border windows as in _max_pool_plane.
+    rtab, ctab, fr, fc = tables
+    xs = xp.reshape(xp.size)
+    os = op.reshape(op.size)
+    width = xp.shape[1]
+    where = np.empty(ow, dtype=np.int64)
+    os[:] = 0
+    for a in range(oh - 1, -1, -1):
+        inside = alo <= a < ahi
+        lo = blo if inside else ow
+        hi = bhi if inside else ow
+        r0 = a * sh - top
+        for b in range(lo, hi):
+            q0 = b * sw - left
+            _, i, j = _interior_max(xp, r0, q0, kh, kw, dh, dw, lowest)
+            where[b] = (r0 + i * dh) * width + q0 + j * dw
+        for b in range(ow - 1, -1, -1):
+            if lo <= b < hi:
+                os[np.uint64(where[b])] += gp[a, b]
+            else:
+                _, k = _max_tap(xs, 0, width, a, b, rtab, ctab, fr, fc, kh, kw, lowest, zero)
+                if 0 <= k < kh * kw:
+                    i = k // kw
+                    r = rtab[i, a]
+                    q = ctab[k - i * kw, b]
+                    if r >= 0 and q >= 0:
+                        op[r, q] += gp[a, b]
+
+
+@njit(cache=True)
+def _pool_tables(kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw, h_, w_):
+    return (_table(kh, dh, sh, top, oh, h_, lh), _table(kw, dw, sw, left, ow, w_, lw),
+            _first_taps(kh, dh, sh, top, oh), _first_taps(kw, dw, sw, left, ow))
+
+
+def _max_pool_kernels(kh, kw, sh, sw, dh, dw):
+    """The max-pool kernels (forward, backward) with these window sizes, strides and dilations
+    either passed at run time (all None) or compiled in as constants, one pair per geometry, so
+    the tap loops unroll and the loops over windows vectorize (docs/performance.md). Both take
+    the same arguments; the constants, where given, override the ones passed."""
+    constant = kh is not None
+
+    def forward(x, kh_, kw_, sh_, sw_, dh_, dw_, top, left, oh, ow, lh, lw, alo, ahi, blo, bhi, best, taps, want_taps):
+        gkh, gkw, gsh, gsw, gdh, gdw = (kh, kw, sh, sw, dh, dw) if constant else (kh_, kw_, sh_, sw_, dh_, dw_)
+        n_, c_, h_, w_ = x.shape
+        tables = _pool_tables(gkh, gkw, gsh, gsw, gdh, gdw, top, left, oh, ow, lh, lw, h_, w_)
+        lowest = np.full(1, -np.inf, dtype=x.dtype)[0]
+        zero = np.zeros(1, dtype=x.dtype)[0]
+        x3 = x.reshape((n_ * c_, h_, w_))
+        b3 = best.reshape((n_ * c_, oh, ow))
+        t3 = taps.reshape((taps.shape[0] * taps.shape[1], oh, ow))  # one plane, unused, unless want_taps
+        t_step = 1 if want_taps else 0
+        for p in prange(n_ * c_):
+            _max_pool_plane(x3[p], b3[p], t3[p * t_step], want_taps, gkh, gkw, gsh, gsw, gdh, gdw, top, left, oh, ow, alo, ahi, blo, bhi,
+                            tables, lowest, zero)
+
+    def backward(grad, x, kh_, kw_, sh_, sw_, dh_, dw_, top, left, oh, ow, lh, lw, alo, ahi, blo, bhi, out):
+        gkh, gkw, gsh, gsw, gdh, gdw = (kh, kw, sh, sw, dh, dw) if constant else (kh_, kw_, sh_, sw_, dh_, dw_)
+        n_, c_, h_, w_ = x.shape
+        tables = _pool_tables(gkh, gkw, gsh, gsw, gdh, gdw, top, left, oh, ow, lh, lw, h_, w_)
+        lowest = np.full(1, -np.inf, dtype=x.dtype)[0]
+        zero = np.zeros(1, dtype=x.dtype)[0]
+        x3 = x.reshape((n_ * c_, h_, w_))
+        g3 = grad.reshape((n_ * c_, oh, ow))
+        o3 = out.reshape((n_ * c_, h_, w_))
+        for p in prange(n_ * c_):
+            _max_pool_backward_plane(g3[p], x3[p], o3[p], gkh, gkw, gsh, gsw, gdh, gdw, top, left, oh, ow, alo, ahi, blo, bhi,
+                                     tables, lowest, zero)
+
+    return _kernel(forward), _kernel(backward)
+
+
+_GENERIC_MAX_POOL = _max_pool_kernels(None, None, None, None, None, None)
+
+
+def _max_pool_pair(w):
+    """The (forward, backward) max-pool kernels for window ``w``: compiled for its geometry where
+    :func:`dispatch.specialize_pool_window` says so, else the generic pair."""
+    if not specialize_pool_window(w.kh, w.kw, w.sh, w.sw, w.dh, w.dw, w.lh, w.lw):
+        return _GENERIC_MAX_POOL
+    return _specialized_max_pool(w.kh, w.kw, w.sh, w.sw, w.dh, w.dw)
+
+
+@functools.cache
+def _specialized_max_pool(kh, kw, sh, sw, dh, dw):
+    return _max_pool_kernels(kh, kw, sh, sw, dh, dw)
 
 
 @register("max_pool", "numpy")
@@ -389,65 +476,10 @@ def max_pool(x, w, xp, *, taps=True):
     x = np.ascontiguousarray(x)
     shape = (*x.shape[:2], w.oh, w.ow)
     best = np.empty(shape, dtype=x.dtype)
-    winner = np.empty(shape if taps else (0, 0, 0, 0), dtype=np.int32)
+    winner = np.empty(shape if taps else (1, 1, w.oh, w.ow), dtype=np.int32)
     _threads()
-    if _interior(x, w):
-        _max_pool_interior(x, w.kh, w.kw, w.sh, w.sw, w.dh, w.dw, w.top, w.left, w.oh, w.ow, best, winner, bool(taps))
-    else:
-        _max_pool(x, *_geometry(w), best, winner, bool(taps))
+    _max_pool_pair(w)[0](x, *_geometry(w), *_interiors(x.shape, w), best, winner, bool(taps))
     return best, (winner if taps else None)
-
-
-@_kernel
-def _max_pool_backward(grad, x, kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw, out):
-    n_, c_, h_, w_ = x.shape
-    rtab = _table(kh, dh, sh, top, oh, h_, lh)
-    ctab = _table(kw, dw, sw, left, ow, w_, lw)
-    fr = _first_taps(kh, dh, sh, top, oh)
-    fc = _first_taps(kw, dw, sw, left, ow)
-    lowest = np.full(1, -np.inf, dtype=x.dtype)[0]
-    zero = np.zeros(1, dtype=x.dtype)[0]
-    taps = kh * kw
-    xs = x.reshape(x.size)
-    gs = grad.reshape(grad.size)
-    os = out.reshape(out.size)
-    for p in prange(n_ * c_):
-        xb = p * h_ * w_
-        gb = p * oh * ow
-        _zero_plane(os, xb, h_ * w_)
-        # Windows in reverse row-major order: the windows covering one pixel then come in
-        # ascending tap order (a later window reaches it with an earlier tap), the reference's
-        # summation order, with no buffer of winners.
-        for a in range(oh - 1, -1, -1):
-            for b in range(ow - 1, -1, -1):
-                _, k = _max_tap(xs, xb, w_, a, b, rtab, ctab, fr, fc, kh, kw, lowest, zero)
-                if 0 <= k < taps:
-                    i = k // kw
-                    r = rtab[i, a]
-                    q = ctab[k - i * kw, b]
-                    if r >= 0 and q >= 0:
-                        os[xb + r * w_ + q] += gs[gb + a * ow + b]
-
-
-@_kernel
-def _max_pool_backward_interior(grad, x, kh, kw, sh, sw, dh, dw, top, left, oh, ow, out):
-    """:func:`_max_pool_backward` where every window lies inside the input."""
-    n_, c_, h_, w_ = x.shape
-    lowest = np.full(1, -np.inf, dtype=x.dtype)[0]
-    xs = x.reshape(x.size)
-    gs = grad.reshape(grad.size)
-    os = out.reshape(out.size)
-    for p in prange(n_ * c_):
-        xb = p * h_ * w_
-        gb = p * oh * ow
-        _zero_plane(os, xb, h_ * w_)
-        for a in range(oh - 1, -1, -1):  # reverse order: see _max_pool_backward
-            for b in range(ow - 1, -1, -1):
-                y0 = a * sh - top
-                x0 = b * sw - left
-                _, k = _interior_max_tap(xs, xb, w_, y0, x0, kh, kw, dh, dw, lowest)
-                i = k // kw
-                os[xb + (y0 + i * dh) * w_ + x0 + (k - i * kw) * dw] += gs[gb + a * ow + b]
 
 
 @register("max_pool_backward", "numpy")
@@ -456,10 +488,7 @@ def max_pool_backward(grad, x, w, xp):
     grad = np.ascontiguousarray(grad)
     out = np.empty(x.shape, dtype=grad.dtype)
     _threads()
-    if _interior(x, w):
-        _max_pool_backward_interior(grad, x, w.kh, w.kw, w.sh, w.sw, w.dh, w.dw, w.top, w.left, w.oh, w.ow, out)
-    else:
-        _max_pool_backward(grad, x, *_geometry(w), out)
+    _max_pool_pair(w)[1](grad, x, *_geometry(w), *_interiors(x.shape, w), out)
     return out
 
 
