@@ -50,7 +50,7 @@ bench=(--suite gpu --backend cupy --repeat 20 --budget 2 --no-isolate --out "$re
 python3 -m portaconv bench "${bench[@]}" | tee "$results/gpu-bench.log"
 CUPY_TF32=1 python3 -m portaconv bench "${bench[@]}" --tf32 | tee "$results/gpu-bench-tf32.log"
 
-# 4. Training on the GPU (the default recipe, 20 epochs; docs/performance.md has the last run), images/s in
+# 4. Training on the GPU (the default recipe, 30 epochs; docs/performance.md has the last run), images/s in
 #    metrics.json. Fashion-MNIST must be findable offline: set PORTACONV_DATA to its folder.
 if [ "$train" = 1 ]; then
   python3 -m portaconv train --backend cupy --no-progress --out "$results/train-cupy" | tee "$results/gpu-train.log"
