@@ -189,13 +189,15 @@ def _zero_plane(os, base, size):
 
 @njit(inline="always")
 def _add_rows(os, d, src, s, blo, bhi, sw):
-    """``os[d + b·sw] += src[s + b]`` for b in [blo, bhi) (one tap's row of an adjoint)."""
+    """``os[d + b·sw] += src[s + b]`` for b in [blo, bhi) (one tap's row of an adjoint). The
+    indices are unsigned (every one is ≥ 0 here): numba then adds no negative-index wraparound,
+    which keeps LLVM from vectorizing the loop."""
     if sw == 1:
         for b in range(blo, bhi):
-            os[d + b] += src[s + b]
+            os[np.uint64(d + b)] += src[np.uint64(s + b)]
     else:
         for b in range(blo, bhi):
-            os[d + b * sw] += src[s + b]
+            os[np.uint64(d + b * sw)] += src[np.uint64(s + b)]
 
 
 # ---- im2col / col2im ---------------------------------------------------------------------------
@@ -234,12 +236,14 @@ def _im2col(x, kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw, out):
                     src = xb + r * w_ + u0
                     for b in range(blo):
                         os[d + b] = 0.0
+                    # Unsigned indices (all ≥ 0 here): no negative-index wraparound, so the copies
+                    # vectorize.
                     if sw == 1:
                         for b in range(blo, bhi):
-                            os[d + b] = xs[src + b]
+                            os[np.uint64(d + b)] = xs[np.uint64(src + b)]
                     else:
                         for b in range(blo, bhi):
-                            os[d + b] = xs[src + b * sw]
+                            os[np.uint64(d + b)] = xs[np.uint64(src + b * sw)]
                     for b in range(bhi, ow):
                         os[d + b] = 0.0
                 else:
