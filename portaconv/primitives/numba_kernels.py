@@ -422,6 +422,14 @@ def _pool_tables(kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw, h_, w_):
             _first_taps(kh, dh, sh, top, oh), _first_taps(kw, dw, sw, left, ow))
 
 
+@njit(inline="always")
+def _pool_setup(x, kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw):
+    """(the input as (N·C, H, W) planes, the tap tables, −inf and 0 in its dtype)."""
+    n_, c_, h_, w_ = x.shape
+    tables = _pool_tables(kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw, h_, w_)
+    return x.reshape((n_ * c_, h_, w_)), tables, np.full(1, -np.inf, dtype=x.dtype)[0], np.zeros(1, dtype=x.dtype)[0]
+
+
 def _max_pool_kernels(kh, kw, sh, sw, dh, dw):
     """The max-pool kernels (forward, backward) with these window sizes, strides and dilations
     either passed at run time (all None) or compiled in as constants, one pair per geometry, so
@@ -431,28 +439,20 @@ def _max_pool_kernels(kh, kw, sh, sw, dh, dw):
 
     def forward(x, kh_, kw_, sh_, sw_, dh_, dw_, top, left, oh, ow, lh, lw, alo, ahi, blo, bhi, best, taps, want_taps):
         gkh, gkw, gsh, gsw, gdh, gdw = (kh, kw, sh, sw, dh, dw) if constant else (kh_, kw_, sh_, sw_, dh_, dw_)
-        n_, c_, h_, w_ = x.shape
-        tables = _pool_tables(gkh, gkw, gsh, gsw, gdh, gdw, top, left, oh, ow, lh, lw, h_, w_)
-        lowest = np.full(1, -np.inf, dtype=x.dtype)[0]
-        zero = np.zeros(1, dtype=x.dtype)[0]
-        x3 = x.reshape((n_ * c_, h_, w_))
-        b3 = best.reshape((n_ * c_, oh, ow))
+        x3, tables, lowest, zero = _pool_setup(x, gkh, gkw, gsh, gsw, gdh, gdw, top, left, oh, ow, lh, lw)
+        b3 = best.reshape((x3.shape[0], oh, ow))
         t3 = taps.reshape((taps.shape[0] * taps.shape[1], oh, ow))  # one plane, unused, unless want_taps
         t_step = 1 if want_taps else 0
-        for p in prange(n_ * c_):
+        for p in prange(x3.shape[0]):
             _max_pool_plane(x3[p], b3[p], t3[p * t_step], want_taps, gkh, gkw, gsh, gsw, gdh, gdw, top, left, oh, ow, alo, ahi, blo, bhi,
                             tables, lowest, zero)
 
     def backward(grad, x, kh_, kw_, sh_, sw_, dh_, dw_, top, left, oh, ow, lh, lw, alo, ahi, blo, bhi, out):
         gkh, gkw, gsh, gsw, gdh, gdw = (kh, kw, sh, sw, dh, dw) if constant else (kh_, kw_, sh_, sw_, dh_, dw_)
-        n_, c_, h_, w_ = x.shape
-        tables = _pool_tables(gkh, gkw, gsh, gsw, gdh, gdw, top, left, oh, ow, lh, lw, h_, w_)
-        lowest = np.full(1, -np.inf, dtype=x.dtype)[0]
-        zero = np.zeros(1, dtype=x.dtype)[0]
-        x3 = x.reshape((n_ * c_, h_, w_))
-        g3 = grad.reshape((n_ * c_, oh, ow))
-        o3 = out.reshape((n_ * c_, h_, w_))
-        for p in prange(n_ * c_):
+        x3, tables, lowest, zero = _pool_setup(x, gkh, gkw, gsh, gsw, gdh, gdw, top, left, oh, ow, lh, lw)
+        g3 = grad.reshape((x3.shape[0], oh, ow))
+        o3 = out.reshape(x3.shape)
+        for p in prange(x3.shape[0]):
             _max_pool_backward_plane(g3[p], x3[p], o3[p], gkh, gkw, gsh, gsw, gdh, gdw, top, left, oh, ow, alo, ahi, blo, bhi,
                                      tables, lowest, zero)
 
