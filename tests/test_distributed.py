@@ -182,7 +182,9 @@ def mpirun():
         pytest.skip("no mpiexec (pip install 'portaconv[mpi]')")
     version = subprocess.run([mpiexec, "--version"], capture_output=True, text=True).stdout
     extra = ["--oversubscribe"] + (["--allow-run-as-root"] if os.geteuid() == 0 else []) if "Open MPI" in version else []
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    # The scripts import the portaconv under test, installed or not.
+    path = os.pathsep.join(filter(None, [str(SCRIPTS.parents[1]), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
 
     def run(script, *args, n=2, timeout=180):
         command = [mpiexec, *extra, "-n", str(n), sys.executable, str(SCRIPTS / script), *map(str, args)]
@@ -191,6 +193,8 @@ def mpirun():
         return done, time.monotonic() - start
 
     probe, _ = run("mismatch.py", "none", timeout=60)
+    if "Traceback" in probe.stderr:  # mpiexec ran Python and the script failed: a defect, not a missing tool
+        pytest.fail(f"tests/distributed/mismatch.py failed under mpiexec -n 2: {probe.stderr[-1500:]}")
     if probe.returncode != 0:
         pytest.skip(f"mpiexec -n 2 does not run here: {probe.stdout[-500:]} {probe.stderr[-500:]}")
     return run

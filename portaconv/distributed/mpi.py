@@ -74,7 +74,7 @@ __all__ = [
 INSTALL_HINT = "pip install 'portaconv[mpi]'"
 
 _comm = None
-_local_rank = None  # (rank on this node, ranks on this node), found once
+_node_ranks = None  # (rank on this node, ranks on this node), found once
 _ABORT_GRACE = 1.0  # seconds between printing a failure and MPI_Abort
 _LISTED = 8  # differences listed per rank in a MismatchError
 
@@ -135,17 +135,14 @@ def init(comm=None, *, model=None, flags=None, num_threads="auto"):
     if not MPI.Is_initialized():  # mpi4py.rc.initialize = False was set: initialize here, finalize at exit
         MPI.Init_thread(MPI.THREAD_MULTIPLE)
         atexit.register(lambda: MPI.Is_finalized() or MPI.Finalize())
-    global _comm, _local_rank
+    global _comm, _node_ranks
     _comm = MPI.COMM_WORLD if comm is None else comm
-    _local_rank = None
-    if num_threads == "auto":
-        sharing = ranks_on_node()
-        if sharing > 1:
-            from .._options import set_options
-            from ..primitives.numpy_products import usable_cores
+    _node_ranks = None
+    if num_threads == "auto" and ranks_on_node() > 1:
+        from ..primitives.numpy_products import usable_cores
 
-            set_options(num_threads=max(1, usable_cores() // sharing))
-    elif num_threads is not None:
+        num_threads = max(1, usable_cores() // ranks_on_node())
+    if num_threads not in ("auto", None):
         from .._options import set_options
 
         set_options(num_threads=num_threads)
@@ -198,13 +195,13 @@ def ranks_on_node() -> int:
 
 
 def _node():
-    global _local_rank
-    if _local_rank is None:
+    global _node_ranks
+    if _node_ranks is None:
         MPI = _mpi()
         node = get_comm().Split_type(MPI.COMM_TYPE_SHARED)
-        _local_rank = (node.Get_rank(), node.Get_size())
+        _node_ranks = (node.Get_rank(), node.Get_size())
         node.Free()
-    return _local_rank
+    return _node_ranks
 
 
 # -- agreement between ranks -----------------------------------------------------------------------

@@ -143,15 +143,16 @@ PARALLEL_MIN_ELEMENTS = 65536
 # ---- pooling windows ---------------------------------------------------------------------------
 
 # The NumPy max-pool kernels run several times faster compiled for one window geometry (the tap
-# loops unroll, the loop over windows vectorizes; docs/performance.md), at the price of about 5 s
-# of compilation (serial) or 9 s (parallel) per geometry, kernel and dtype, cached on disk. The
-# windows networks use get their own; the rest share the kernel that takes the geometry at run time.
+# loops unroll, the loop over windows vectorizes), at the price of seconds of compilation per
+# geometry, kernel and dtype, cached on disk (both measured in docs/performance.md). The windows
+# networks use get their own; the rest share the kernel that takes the geometry at run time.
 SPECIALIZED_POOL_WINDOWS = frozenset({(2, 2, 2, 2), (2, 2, 1, 1), (3, 3, 2, 2), (3, 3, 1, 1)})  # (kh, kw, sh, sw)
 
 
 def specialize_pool_window(kh: int, kw: int, sh: int, sw: int, dh: int, dw: int, lh: int, lw: int) -> bool:
     """Whether the NumPy max-pool kernels are compiled for this window's geometry (undilated)."""
     return (kh, kw, sh, sw) in SPECIALIZED_POOL_WINDOWS and dh == dw == lh == lw == 1
+
 
 # ---- memory ------------------------------------------------------------------------------------
 

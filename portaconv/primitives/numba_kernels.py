@@ -182,6 +182,20 @@ def _max_tap(xs, base, width, a, b, rtab, ctab, fr, fc, kh, kw, lowest, zero):
 
 
 @njit(inline="always")
+def _tap_pixel(k, a, b, kh, kw, rtab, ctab):
+    """The input pixel (row, column) that tap ``k`` of window (a, b) reads, or (−1, −1) where it
+    reads none (a tap out of range, the padding, a zero the input dilation inserts)."""
+    if not 0 <= k < kh * kw:
+        return -1, -1
+    i = k // kw
+    r = rtab[i, a]
+    q = ctab[k - i * kw, b]
+    if r < 0 or q < 0:
+        return -1, -1
+    return r, q
+
+
+@njit(inline="always")
 def _zero_plane(os, base, size):
     for t in range(size):
         os[base + t] = 0.0
@@ -408,25 +422,18 @@ def _max_pool_backward_plane(gp, xp, op, kh, kw, sh, sw, dh, dw, top, left, oh, 
                 os[np.uint64(where[b])] += gp[a, b]
             else:
                 _, k = _max_tap(xs, 0, width, a, b, rtab, ctab, fr, fc, kh, kw, lowest, zero)
-                if 0 <= k < kh * kw:
-                    i = k // kw
-                    r = rtab[i, a]
-                    q = ctab[k - i * kw, b]
-                    if r >= 0 and q >= 0:
-                        op[r, q] += gp[a, b]
-
-
-@njit(cache=True)
-def _pool_tables(kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw, h_, w_):
-    return (_table(kh, dh, sh, top, oh, h_, lh), _table(kw, dw, sw, left, ow, w_, lw),
-            _first_taps(kh, dh, sh, top, oh), _first_taps(kw, dw, sw, left, ow))
+                r, q = _tap_pixel(k, a, b, kh, kw, rtab, ctab)
+                if r >= 0:
+                    op[r, q] += gp[a, b]
 
 
 @njit(inline="always")
 def _pool_setup(x, kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw):
-    """(the input as (N·C, H, W) planes, the tap tables, −inf and 0 in its dtype)."""
+    """(the input as (N·C, H, W) planes, the tap tables (rows, columns, first taps of each),
+    −inf and 0 in its dtype)."""
     n_, c_, h_, w_ = x.shape
-    tables = _pool_tables(kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw, h_, w_)
+    tables = (_table(kh, dh, sh, top, oh, h_, lh), _table(kw, dw, sw, left, ow, w_, lw),
+              _first_taps(kh, dh, sh, top, oh), _first_taps(kw, dw, sw, left, ow))
     return x.reshape((n_ * c_, h_, w_)), tables, np.full(1, -np.inf, dtype=x.dtype)[0], np.zeros(1, dtype=x.dtype)[0]
 
 
@@ -501,7 +508,6 @@ def _max_pool_scatter(grad, taps_in, kh, kw, sh, sw, dh, dw, top, left, oh, ow, 
     n_, c_, h_, w_ = out.shape
     rtab = _table(kh, dh, sh, top, oh, h_, lh)
     ctab = _table(kw, dw, sw, left, ow, w_, lw)
-    taps = kh * kw
     gs = grad.reshape(grad.size)
     ts = taps_in.reshape(taps_in.size)
     os = out.reshape(out.size)
@@ -511,13 +517,9 @@ def _max_pool_scatter(grad, taps_in, kh, kw, sh, sw, dh, dw, top, left, oh, ow, 
         _zero_plane(os, xb, h_ * w_)
         for a in range(oh - 1, -1, -1):  # reverse order: ascending taps per pixel (see above)
             for b in range(ow - 1, -1, -1):
-                k = ts[gb + a * ow + b]
-                if 0 <= k < taps:
-                    i = k // kw
-                    r = rtab[i, a]
-                    q = ctab[k - i * kw, b]
-                    if r >= 0 and q >= 0:
-                        os[xb + r * w_ + q] += gs[gb + a * ow + b]
+                r, q = _tap_pixel(ts[gb + a * ow + b], a, b, kh, kw, rtab, ctab)
+                if r >= 0:
+                    os[xb + r * w_ + q] += gs[gb + a * ow + b]
 
 
 @register("max_pool_scatter", "numpy")
