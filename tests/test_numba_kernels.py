@@ -131,6 +131,9 @@ def test_max_pool_kernels_compiled_for_one_window(window, dtype):
         _same(nk.max_pool(x, w, xp, taps=False)[0], want_best)
         grad = _values(rng, best.shape, dtype, rng.choice(KINDS))
         _same(nk.max_pool_backward(grad, x, w, xp), ref.max_pool_backward(grad, x, w, xp))
+        _same(nk.max_pool_scatter(grad, want_taps, x.shape, w, xp), ref.max_pool_scatter(grad, want_taps, x.shape, w, xp))
+        other = rng.integers(-1, w.taps + 1, size=best.shape).astype(np.int32)  # some reach no pixel
+        _same(nk.max_pool_scatter(grad, other, x.shape, w, xp), ref.max_pool_scatter(grad, other, x.shape, w, xp))
 
 
 @pytest.mark.parametrize("w", [
@@ -149,6 +152,7 @@ def test_max_pool_parallel_builds(w):
     _same(nk.max_pool(x, w, xp, taps=False)[0], want_best)
     grad = _values(rng, best.shape, "float32", "normal")
     _same(nk.max_pool_backward(grad, x, w, xp), ref.max_pool_backward(grad, x, w, xp))
+    _same(nk.max_pool_scatter(grad, taps, x.shape, w, xp), ref.max_pool_scatter(grad, taps, x.shape, w, xp))
 
 
 def test_max_pool_windows_of_padding_and_all_minus_inf():
@@ -221,3 +225,17 @@ def test_registered():
 
     for name in nk.__all__:
         assert dispatch.implementation(name, xp, np.dtype("float32")) is getattr(nk, name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(3, 4, 5), (2, 8, 67, 66)], ids=["serial", "parallel"])
+def test_relu_grad(shape, dtype):
+    # Zeros of both signs, ±inf and NaN in the input and in the gradient: the reference's bits.
+    rng = np.random.default_rng(6)
+    x = _values(rng, shape, dtype, "special")
+    grad = _values(rng, shape, dtype, "special")
+    x.reshape(-1)[:4] = [0.0, -0.0, np.nan, -np.inf]
+    _same(nk.relu_grad(grad, x, xp), ref.relu_grad(grad, x, xp))
+    _same(nk.relu_grad(grad, x.astype(np.float64), xp), ref.relu_grad(grad, x.astype(np.float64), xp))
+    xt = np.swapaxes(x, 0, 1)  # non-contiguous
+    _same(nk.relu_grad(np.swapaxes(grad, 0, 1), xt, xp), ref.relu_grad(np.swapaxes(grad, 0, 1), xt, xp))

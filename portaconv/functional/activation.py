@@ -6,6 +6,7 @@ import numbers
 
 from array_api_compat import device
 
+from .. import primitives as P
 from ..autograd.graph import differentiable
 from .._backend import namespace_of
 from .._validate import check_float_arrays, check_shape
@@ -61,7 +62,7 @@ def relu_backward(grad_output, input):
     xp = namespace_of(grad_output, input)
     _checked("relu_backward", xp, input, grad_output)
     # torch's threshold_backward zeroes where input <= 0; "input > 0" would also zero NaN inputs.
-    return (_kept(xp.where(input <= 0, xp.zeros((), dtype=grad_output.dtype, device=device(grad_output)), grad_output), xp),)
+    return (_kept(P.relu_grad(grad_output, input, xp), xp),)
 
 
 @differentiable("input")

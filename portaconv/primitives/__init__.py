@@ -24,6 +24,7 @@ __all__ = [
     "window_spread",
     "to_nchw",
     "matmul",
+    "relu_grad",
 ]
 
 
@@ -61,6 +62,10 @@ def matmul(a, b, xp):
 
 def to_nchw(y, bias, shape, xp):
     return _implementation("to_nchw", xp, y.dtype)(y, bias, shape, xp)
+
+
+def relu_grad(grad, x, xp):
+    return _implementation("relu_grad", xp, grad.dtype)(grad, x, xp)
 
 
 # ---- Winograd F(2×2, 3×3) ----------------------------------------------------------------------

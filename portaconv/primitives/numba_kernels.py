@@ -46,6 +46,7 @@ __all__ = [
     "window_sum",
     "window_spread",
     "to_nchw",
+    "relu_grad",
 ]
 
 class _Kernel:
@@ -428,6 +429,33 @@ def _max_pool_backward_plane(gp, xp, op, kh, kw, sh, sw, dh, dw, top, left, oh, 
 
 
 @njit(inline="always")
+def _max_pool_scatter_plane(gp, tp, op, kh, kw, sh, sw, dh, dw, top, left, oh, ow, alo, ahi, blo, bhi, tables):
+    # Windows in reverse row-major order, as in _max_pool_backward_plane. An interior window's
+    # tap k reaches the pixel (r0 + i·dh, q0 + j·dw), i, j = divmod(k, kw) (a shift for the
+    # constant kw of a compiled window); a border window's goes through the tables.
+    rtab, ctab, _, _ = tables
+    os = op.reshape(op.size)
+    width = op.shape[1]
+    taps = kh * kw
+    os[:] = 0
+    for a in range(oh - 1, -1, -1):
+        inside = alo <= a < ahi
+        lo = blo if inside else ow
+        hi = bhi if inside else ow
+        r0 = a * sh - top
+        for b in range(ow - 1, -1, -1):
+            k = tp[a, b]
+            if lo <= b < hi:
+                if 0 <= k < taps:  # a tap out of range reaches no pixel, as in the reference
+                    i = k // kw
+                    os[np.uint64((r0 + i * dh) * width + b * sw - left + (k - i * kw) * dw)] += gp[a, b]
+            else:
+                r, q = _tap_pixel(k, a, b, kh, kw, rtab, ctab)
+                if r >= 0:
+                    op[r, q] += gp[a, b]
+
+
+@njit(inline="always")
 def _pool_setup(x, kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw):
     """(the input as (N·C, H, W) planes, the tap tables (rows, columns, first taps of each),
     −inf and 0 in its dtype)."""
@@ -438,7 +466,7 @@ def _pool_setup(x, kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw):
 
 
 def _max_pool_kernels(kh, kw, sh, sw, dh, dw):
-    """The max-pool kernels (forward, backward) with these window sizes, strides and dilations
+    """The max-pool kernels (forward, backward, scatter) with these window sizes, strides and dilations
     either passed at run time (all None) or compiled in as constants, one pair per geometry, so
     the tap loops unroll and the loops over windows vectorize (docs/performance.md). Both take
     the same arguments; the constants, where given, override the ones passed."""
@@ -463,14 +491,22 @@ def _max_pool_kernels(kh, kw, sh, sw, dh, dw):
             _max_pool_backward_plane(g3[p], x3[p], o3[p], gkh, gkw, gsh, gsw, gdh, gdw, top, left, oh, ow, alo, ahi, blo, bhi,
                                      tables, lowest, zero)
 
-    return _kernel(forward), _kernel(backward)
+    def scatter(grad, taps_in, kh_, kw_, sh_, sw_, dh_, dw_, top, left, oh, ow, lh, lw, alo, ahi, blo, bhi, out):
+        gkh, gkw, gsh, gsw, gdh, gdw = (kh, kw, sh, sw, dh, dw) if constant else (kh_, kw_, sh_, sw_, dh_, dw_)
+        o3, tables, _, _ = _pool_setup(out, gkh, gkw, gsh, gsw, gdh, gdw, top, left, oh, ow, lh, lw)
+        g3 = grad.reshape((o3.shape[0], oh, ow))
+        t3 = taps_in.reshape((o3.shape[0], oh, ow))
+        for p in prange(o3.shape[0]):
+            _max_pool_scatter_plane(g3[p], t3[p], o3[p], gkh, gkw, gsh, gsw, gdh, gdw, top, left, oh, ow, alo, ahi, blo, bhi, tables)
+
+    return _kernel(forward), _kernel(backward), _kernel(scatter)
 
 
 _GENERIC_MAX_POOL = _max_pool_kernels(None, None, None, None, None, None)
 
 
-def _max_pool_pair(w):
-    """The (forward, backward) max-pool kernels for window ``w``: compiled for its geometry where
+def _max_pool_set(w):
+    """The (forward, backward, scatter) max-pool kernels for window ``w``: compiled for its geometry where
     :func:`dispatch.specialize_pool_window` says so, else the generic pair."""
     if not specialize_pool_window(w.kh, w.kw, w.sh, w.sw, w.dh, w.dw, w.lh, w.lw):
         return _GENERIC_MAX_POOL
@@ -489,7 +525,7 @@ def max_pool(x, w, xp, *, taps=True):
     best = np.empty(shape, dtype=x.dtype)
     winner = np.empty(shape if taps else (1, 1, w.oh, w.ow), dtype=np.int32)
     _threads()
-    _max_pool_pair(w)[0](x, *_geometry(w), *_interiors(x.shape, w), best, winner, bool(taps))
+    _max_pool_set(w)[0](x, *_geometry(w), *_interiors(x.shape, w), best, winner, bool(taps))
     return best, (winner if taps else None)
 
 
@@ -499,27 +535,8 @@ def max_pool_backward(grad, x, w, xp):
     grad = np.ascontiguousarray(grad)
     out = np.empty(x.shape, dtype=grad.dtype)
     _threads()
-    _max_pool_pair(w)[1](grad, x, *_geometry(w), *_interiors(x.shape, w), out)
+    _max_pool_set(w)[1](grad, x, *_geometry(w), *_interiors(x.shape, w), out)
     return out
-
-
-@_kernel
-def _max_pool_scatter(grad, taps_in, kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw, out):
-    n_, c_, h_, w_ = out.shape
-    rtab = _table(kh, dh, sh, top, oh, h_, lh)
-    ctab = _table(kw, dw, sw, left, ow, w_, lw)
-    gs = grad.reshape(grad.size)
-    ts = taps_in.reshape(taps_in.size)
-    os = out.reshape(out.size)
-    for p in prange(n_ * c_):
-        xb = p * h_ * w_
-        gb = p * oh * ow
-        _zero_plane(os, xb, h_ * w_)
-        for a in range(oh - 1, -1, -1):  # reverse order: ascending taps per pixel (see above)
-            for b in range(ow - 1, -1, -1):
-                r, q = _tap_pixel(ts[gb + a * ow + b], a, b, kh, kw, rtab, ctab)
-                if r >= 0:
-                    os[xb + r * w_ + q] += gs[gb + a * ow + b]
 
 
 @register("max_pool_scatter", "numpy")
@@ -530,7 +547,7 @@ def max_pool_scatter(grad, taps, shape, w, xp):
     taps = np.ascontiguousarray(np.broadcast_to(taps, grad.shape), dtype=index)
     out = np.empty(tuple(shape), dtype=grad.dtype)
     _threads()
-    _max_pool_scatter(grad, taps, *_geometry(w), out)
+    _max_pool_set(w)[2](grad, taps, *_geometry(w), *_interiors(shape, w), out)
     return out
 
 
@@ -611,6 +628,33 @@ def to_nchw(y, bias, shape, xp):
     bias = np.ascontiguousarray(bias) if has_bias else np.zeros(1, dtype=y.dtype)
     _threads()
     _to_nchw(y, bias, has_bias, out.reshape(n, k, oh * ow))
+    return out
+
+
+# ---- relu's gradient ----------------------------------------------------------------------------
+
+
+@_kernel
+def _relu_grad(grad, x, out):
+    # A select, not a branch (random signs would mispredict every other branch; NumPy's where
+    # branches): the loop vectorizes.
+    gs = grad.reshape(grad.size)
+    xs = x.reshape(x.size)
+    os = out.reshape(out.size)
+    zero = np.zeros(1, dtype=out.dtype)[0]
+    for t in prange(os.size):
+        os[t] = zero if xs[t] <= 0 else gs[t]
+
+
+@register("relu_grad", "numpy")
+def relu_grad(grad, x, xp):
+    if grad.shape != x.shape or grad.ndim == 0:
+        return reference.relu_grad(grad, x, xp)  # broadcasting (NumPy's rules decide), 0-d
+    grad = np.ascontiguousarray(grad)
+    x = np.ascontiguousarray(x)
+    out = np.empty(grad.shape, dtype=grad.dtype)
+    _threads()
+    _relu_grad(grad, x, out)
     return out
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "window_spread",
     "to_nchw",
     "matmul",
+    "relu_grad",
 ]
 
 
@@ -177,3 +178,9 @@ def to_nchw(y, bias, shape, xp):
         out = out + xp.reshape(bias, (1, k, 1, 1))
     return out
 from .winograd_reference import *  # noqa: E402,F401,F403
+
+
+def relu_grad(grad, x, xp):
+    """relu's input gradient (torch's threshold_backward at 0): ``grad`` where ``x > 0`` or ``x``
+    is NaN, 0 where ``x <= 0``, whatever ``grad`` holds there (inf, NaN)."""
+    return xp.where(x <= 0, xp.zeros((), dtype=grad.dtype, device=_device(grad)), grad)
