@@ -239,3 +239,25 @@ def test_relu_grad(shape, dtype):
     _same(nk.relu_grad(grad, x.astype(np.float64), xp), ref.relu_grad(grad, x.astype(np.float64), xp))
     xt = np.swapaxes(x, 0, 1)  # non-contiguous
     _same(nk.relu_grad(np.swapaxes(grad, 0, 1), xt, xp), ref.relu_grad(np.swapaxes(grad, 0, 1), xt, xp))
+
+
+@pytest.mark.parametrize("a_shape, b_shape", [
+    ((5, 7), (7, 3)),  # below OpenBLAS's threading: one np.matmul
+    ((64, 288), (288, 4000)),  # split by columns over two threads
+    ((4000, 288), (288, 64)),  # split by rows
+    ((2, 9, 20000), (1, 20000, 32)),  # tiny result, long inner dimension: summed by blocks, stacked
+    ((9, 20001), (20001, 1)),  # a last block shorter than the others
+])
+def test_matmul_routes(a_shape, b_shape):
+    # Each route the NumPy product takes gives a @ b (to float32 rounding: BLAS's own order).
+    from portaconv.primitives import numpy_products
+
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal(a_shape).astype(np.float32)
+    b = rng.standard_normal(b_shape).astype(np.float32)
+    got = numpy_products.matmul(a, b, xp)
+    want = np.matmul(a.astype(np.float64), b.astype(np.float64))
+    assert got.shape == want.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.sqrt(a_shape[-1]))
+    # float64 in, float64 out, tight.
+    np.testing.assert_allclose(numpy_products.matmul(a.astype(np.float64), b.astype(np.float64), xp), want, rtol=1e-12, atol=1e-10)
