@@ -209,8 +209,10 @@ def test_num_threads_option():
 
     import portaconv._options as options
 
-    x = np.random.default_rng(5).standard_normal((2, 3, 6, 6))
-    w = Window(3, 3, 1, 1, 1, 1, 1, 1, 6, 6)
+    # Large enough for the parallel build, the one that reads numba's thread count.
+    x = np.random.default_rng(5).standard_normal((2, 3, 100, 100))
+    w = Window(3, 3, 1, 1, 1, 1, 1, 1, 100, 100)
+    assert w.taps * x.size >= PARALLEL_MIN_ELEMENTS
     before = numba.get_num_threads()
     try:
         with options.options(num_threads=1):

@@ -180,7 +180,7 @@ def test_reference_option_sets_the_algorithms():
 def test_num_threads_applies_to_the_kernels():
     numba = pytest.importorskip("numba")
     before = numba.get_num_threads()
-    x, w = np.ones((2, 3, 8, 8)), np.ones((4, 3, 3, 3))
+    x, w = np.ones((2, 3, 100, 100)), np.ones((4, 3, 3, 3))  # large enough for the parallel kernels
     try:
         with options(num_threads=1):
             F.conv2d(x, w)
@@ -194,7 +194,7 @@ def test_num_threads_is_restored_after_the_block():
     before = numba.get_num_threads()
     if before < 2:
         pytest.skip("numba runs one thread here: nothing to restore")  # pragma: no cover
-    x, w = np.ones((2, 3, 8, 8)), np.ones((4, 3, 3, 3))
+    x, w = np.ones((2, 3, 100, 100)), np.ones((4, 3, 3, 3))  # large enough for the parallel kernels
     try:
         with options(num_threads=1):
             F.conv2d(x, w)

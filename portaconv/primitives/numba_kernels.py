@@ -62,8 +62,11 @@ class _Kernel:
         self.serial = njit(parallel=False, cache=True, fastmath=False)(serial)
 
     def __call__(self, *args):
-        work = max([a.size for a in args if isinstance(a, np.ndarray)], default=0)
-        return (self.parallel if work >= PARALLEL_MIN_ELEMENTS else self.serial)(*args)
+        for a in args:
+            if isinstance(a, np.ndarray) and a.size >= PARALLEL_MIN_ELEMENTS:
+                _threads()  # only the parallel build reads numba's thread count
+                return self.parallel(*args)
+        return self.serial(*args)
 
 
 _kernel = _Kernel
@@ -276,7 +279,6 @@ def im2col(x, w, xp):
     x = np.ascontiguousarray(x)
     n, c = x.shape[:2]
     out = np.empty((c * w.taps, n * w.oh * w.ow), dtype=x.dtype)
-    _threads()
     _im2col(x, *_geometry(w), out)
     return out
 
@@ -330,7 +332,6 @@ def _adjoint(src, per_tap, kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw, ou
 def col2im(cols, shape, w, xp):
     cols = np.ascontiguousarray(cols)
     out = np.empty(tuple(shape), dtype=cols.dtype)
-    _threads()
     _adjoint(cols, True, *_geometry(w), out)
     return out
 
@@ -524,7 +525,6 @@ def max_pool(x, w, xp, *, taps=True):
     shape = (*x.shape[:2], w.oh, w.ow)
     best = np.empty(shape, dtype=x.dtype)
     winner = np.empty(shape if taps else (1, 1, w.oh, w.ow), dtype=np.int32)
-    _threads()
     _max_pool_set(w)[0](x, *_geometry(w), *_interiors(x.shape, w), best, winner, bool(taps))
     return best, (winner if taps else None)
 
@@ -534,7 +534,6 @@ def max_pool_backward(grad, x, w, xp):
     x = np.ascontiguousarray(x)
     grad = np.ascontiguousarray(grad)
     out = np.empty(x.shape, dtype=grad.dtype)
-    _threads()
     _max_pool_set(w)[1](grad, x, *_geometry(w), *_interiors(x.shape, w), out)
     return out
 
@@ -546,7 +545,6 @@ def max_pool_scatter(grad, taps, shape, w, xp):
     index = np.int32 if taps.dtype == np.int32 else np.int64
     taps = np.ascontiguousarray(np.broadcast_to(taps, grad.shape), dtype=index)
     out = np.empty(tuple(shape), dtype=grad.dtype)
-    _threads()
     _max_pool_set(w)[2](grad, taps, *_geometry(w), *_interiors(shape, w), out)
     return out
 
@@ -584,7 +582,6 @@ def _window_sum(x, kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw, out):
 def window_sum(x, w, xp):
     x = np.ascontiguousarray(x)
     out = np.empty((*x.shape[:2], w.oh, w.ow), dtype=x.dtype)
-    _threads()
     _window_sum(x, *_geometry(w), out)
     return out
 
@@ -593,7 +590,6 @@ def window_sum(x, w, xp):
 def window_spread(grad, shape, w, xp):
     grad = np.ascontiguousarray(grad)
     out = np.empty(tuple(shape), dtype=grad.dtype)
-    _threads()
     _adjoint(grad, False, *_geometry(w), out)
     return out
 
@@ -626,7 +622,6 @@ def to_nchw(y, bias, shape, xp):
     out = np.empty((n, k, oh, ow), dtype=y.dtype)
     has_bias = bias is not None
     bias = np.ascontiguousarray(bias) if has_bias else np.zeros(1, dtype=y.dtype)
-    _threads()
     _to_nchw(y, bias, has_bias, out.reshape(n, k, oh * ow))
     return out
 
@@ -653,7 +648,6 @@ def relu_grad(grad, x, xp):
     grad = np.ascontiguousarray(grad)
     x = np.ascontiguousarray(x)
     out = np.empty(grad.shape, dtype=grad.dtype)
-    _threads()
     _relu_grad(grad, x, out)
     return out
 

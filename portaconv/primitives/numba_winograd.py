@@ -27,7 +27,7 @@ import numba
 import numpy as np
 
 from .dispatch import register
-from .numba_kernels import _kernel, _threads
+from .numba_kernels import _kernel
 from .window import Window
 
 __all__ = ["winograd_input", "winograd_input_adjoint", "winograd_output", "winograd_output_adjoint"]
@@ -255,7 +255,6 @@ def winograd_input(x, w: Window, xp):
     n, c = x.shape[:2]
     v = np.empty((16, c, n * th * tw), dtype=x.dtype)
     if v.size:
-        _threads()
         _input(np.ascontiguousarray(x), w.top, w.left, th, tw, v)
     return v
 
@@ -265,7 +264,6 @@ def winograd_input_adjoint(grad_v, shape, w: Window, xp):
     th, tw = _tiles(w)
     out = np.empty(tuple(shape), dtype=grad_v.dtype)
     if out.size:
-        _threads()
         _input_adjoint(np.ascontiguousarray(grad_v), w.top, w.left, th, tw, out)
     return out
 
@@ -275,7 +273,6 @@ def winograd_output(m, bias, shape, w: Window, xp):
     th, tw = _tiles(w)
     out = np.empty(tuple(shape), dtype=m.dtype)
     if out.size:
-        _threads()
         has_bias = bias is not None
         bias = np.ascontiguousarray(bias, dtype=m.dtype) if has_bias else np.zeros(0, dtype=m.dtype)
         _output(np.ascontiguousarray(m), bias, has_bias, th, tw, out)
@@ -288,6 +285,5 @@ def winograd_output_adjoint(grad, w: Window, xp):
     n, k = grad.shape[:2]
     dm = np.empty((16, k, n * th * tw), dtype=grad.dtype)
     if dm.size:
-        _threads()
         _output_adjoint(np.ascontiguousarray(grad), th, tw, grad.dtype.type(0), dm)
     return dm

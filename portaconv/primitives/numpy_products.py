@@ -15,6 +15,7 @@ thread meanwhile).
 from __future__ import annotations
 
 import concurrent.futures
+import math
 import os
 import threading
 
@@ -109,9 +110,9 @@ def matmul(a, b, xp):
     """``a @ b`` (stacks of matrices broadcast as in ``matmul``), split over two threads unless
     ``options(num_threads=1)`` or the process may use one core only."""
     rows, inner, columns = a.shape[-2], a.shape[-1], b.shape[-1]
-    batch = int(np.prod(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]), dtype=np.int64))
     if rows * inner * columns < _BLAS_SINGLE_THREADED_BELOW:
         return np.matmul(a, b)
+    batch = math.prod(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
     threads = get_options().num_threads or _CORES  # options(num_threads=1): one core, no split
     with _OneBlasThread():
         if rows * columns <= _SMALL_RESULT and inner >= _LONG_INNER:
