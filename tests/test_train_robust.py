@@ -205,10 +205,11 @@ def test_sigkill_mid_epoch_then_resume_equals_a_straight_run(data, tmp_path, str
     assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")) == [], "lock and temp files gone"
 
 
-def test_ctrl_c_saves_says_how_to_resume_and_exits_130(data, tmp_path, straight_run):
+@pytest.mark.parametrize("signal_number, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_saves_says_how_to_resume_and_exits_128_plus_the_signal(data, tmp_path, straight_run, signal_number, code):
     interrupted = _train_process(data, tmp_path / "run", tmp_path)
-    out, err = _stop_in_epoch_2(interrupted, signal.SIGINT)
-    assert interrupted.returncode == 130, err
+    out, err = _stop_in_epoch_2(interrupted, signal_number)
+    assert interrupted.returncode == code, err
     assert "Traceback" not in err
     assert "interrupted in epoch" in err and f"resume with: portaconv train --resume {tmp_path / 'run'}" in err
     assert metrics_of(tmp_path / "run")["status"] == "interrupted"

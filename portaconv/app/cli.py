@@ -83,7 +83,7 @@ def _add_train(commands):
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train a built-in model. The run folder (--out) gets checkpoint.npz, metrics.json and\n"
                     "curves.png, committed at the end of every epoch; --resume continues an interrupted run\n"
-                    "exactly. Ctrl-C stops at the last committed epoch (exit code 130).")
+                    "exactly. Ctrl-C stops at the last committed epoch (exit code 130), SIGTERM likewise (143).")
     add = train.add_argument
     add("--model", default=None, choices=list(models.MODELS), help="network to train (default: seed-cnn)")
     add("--backend", default=None, help="numpy, cupy, torch, jax or array_api_strict (default: numpy; with --resume, the run's)")
@@ -165,14 +165,14 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from .train import TrainingFailed
+    from .train import Terminated, TrainingFailed
 
     try:
         return args.run(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         if args.command != "train":  # train says what it kept and how to resume
             print(f"portaconv {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return 143 if isinstance(interrupt, Terminated) else 130  # 128 + the signal's number
     except TrainingFailed as error:
         print(f"portaconv {args.command}: error: {error}", file=sys.stderr)
         return 1

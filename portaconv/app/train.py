@@ -51,6 +51,11 @@ class TrainingFailed(RuntimeError):
     """Training stopped on a non-finite loss; the run folder keeps the last committed epoch."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a batch scheduler's stop) during training: handled as Ctrl-C, the run
+    folder kept at its last committed epoch; the CLI exits with 143 (128 + 15)."""
+
+
 def versions(backend) -> dict:
     """Versions of Python and of the libraries a run used."""
     found = {"python": platform.python_version(), "portaconv": __version__, "numpy": np.__version__}
@@ -209,18 +214,39 @@ def _plot(metrics, path):
 
 @contextlib.contextmanager
 def _deferred_interrupt():
-    """Hold a Ctrl-C back until the block ends, so that an epoch's files are committed together."""
+    """Hold a Ctrl-C or SIGTERM back until the block ends, so that an epoch's files are committed
+    together; then raise it (KeyboardInterrupt or :class:`Terminated`)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     received = []
-    previous = signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
+    previous = {number: signal.signal(number, lambda number, frame: received.append(number))
+                for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     if received:
-        raise KeyboardInterrupt
+        raise Terminated if received[0] == signal.SIGTERM else KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_stops():
+    """While training, SIGTERM raises :class:`Terminated` in the main thread (by default it
+    would end the process at once, mid-epoch, without a word)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(number, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _rng_states(net):
@@ -460,7 +486,8 @@ def train(model=None, *, backend=None, dtype=None, device=None, epochs=None, bat
     TrainingFailed
         A non-finite loss.
     KeyboardInterrupt
-        After the run folder is left at its last committed epoch.
+        After the run folder is left at its last committed epoch (:class:`Terminated`, a subclass,
+        on SIGTERM).
     """
     values = dict(model=model, dataset=dataset, dtype=dtype, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                   weight_decay=weight_decay, label_smoothing=label_smoothing, augment=augment, seed=seed, limit=limit)
@@ -476,10 +503,17 @@ def train(model=None, *, backend=None, dtype=None, device=None, epochs=None, bat
     progress = _progress_mode(progress)
     if resume is not None and (overwrite or (out is not None and Path(out).resolve() != Path(resume).resolve())):
         raise ValueError(f"--resume {resume} continues the run in its own folder: leave out --out and --overwrite")
+    backend_name = None  # with --resume: the run's, once its checkpoint is read
     if resume is None:
         backend = "numpy" if backend is None else backend
         backend_name = check_device(backend, device)
     folder = RunFolder(resume if resume is not None else out if out is not None else Path("runs") / given.get("model", "seed-cnn"))
+    with _sigterm_stops():
+        return _train_in(folder, given, resume, overwrite, backend, backend_name, device, data_dir, progress, command)
+
+
+def _train_in(folder, given, resume, overwrite, backend, backend_name, device, data_dir, progress, command):
+    """:func:`train` from the run folder on (one process)."""
     try:
         if resume is not None:
             folder.acquire("resume", "--resume")
