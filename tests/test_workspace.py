@@ -233,9 +233,13 @@ def test_workspace_limit_setting():
 # ---- threads and fork ----------------------------------------------------------------------------
 
 
+# Large enough for the kernels' parallel builds (dispatch.PARALLEL_MIN_ELEMENTS), which start
+# numba's threads; smaller calls run the serial builds and start none.
+_THREADED_INPUT, _THREADED_WEIGHT = (4, 2, 100, 100), (3, 2, 3, 3)
+
+
 def _conv_sum(queue):
-    x = np.ones((4, 2, 6, 6))
-    queue.put(float(np.sum(F.conv2d(x, np.ones((3, 2, 3, 3))))))
+    queue.put(float(np.sum(F.conv2d(np.ones(_THREADED_INPUT), np.ones(_THREADED_WEIGHT)))))
 
 
 def _gnu_openmp_threads() -> bool:
@@ -246,7 +250,7 @@ def _gnu_openmp_threads() -> bool:
         from numba.np.ufunc import omppool
     except ImportError:
         return False
-    F.conv2d(np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2)))  # loads the kernels' threading layer
+    F.conv2d(np.ones(_THREADED_INPUT), np.ones(_THREADED_WEIGHT))  # loads the kernels' threading layer
     return numba.threading_layer() == "omp" and omppool.openmp_vendor == "GNU"
 
 
@@ -263,7 +267,10 @@ def test_threads_survive_fork():
 
     if "fork" not in multiprocessing.get_all_start_methods():
         pytest.skip("no fork on this platform")
-    expected = float(np.sum(F.conv2d(np.ones((4, 2, 6, 6)), np.ones((3, 2, 3, 3)))))  # starts the threads
+    import numba
+
+    expected = float(np.sum(F.conv2d(np.ones(_THREADED_INPUT), np.ones(_THREADED_WEIGHT))))  # starts the threads
+    assert numba.threading_layer() in ("tbb", "omp", "workqueue")  # raises if no thread pool started
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     child = context.Process(target=_conv_sum, args=(queue,))
