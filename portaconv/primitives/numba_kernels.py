@@ -375,6 +375,15 @@ def _interior_max(xp, r0, q0, kh, kw, dh, dw, lowest):
 
 
 @njit(inline="always")
+def _interior_columns(a, alo, ahi, blo, bhi, ow):
+    """The output columns [lo, hi) of row ``a`` whose windows lie inside the input; (ow, ow), none,
+    on a border row."""
+    if alo <= a < ahi:
+        return blo, bhi
+    return ow, ow
+
+
+@njit(inline="always")
 def _max_pool_plane(xp, bp, tp, want_taps, kh, kw, sh, sw, dh, dw, top, left, oh, ow, alo, ahi, blo, bhi, tables, lowest, zero):
     # Windows inside the input (rows [alo, ahi) × columns [blo, bhi)) index the plane directly;
     # the border's go through the tap tables (padding, input dilation). Both pick the same tap.
@@ -382,9 +391,7 @@ def _max_pool_plane(xp, bp, tp, want_taps, kh, kw, sh, sw, dh, dw, top, left, oh
     xs = xp.reshape(xp.size)
     width = xp.shape[1]
     for a in range(oh):
-        inside = alo <= a < ahi
-        lo = blo if inside else ow
-        hi = bhi if inside else ow
+        lo, hi = _interior_columns(a, alo, ahi, blo, bhi, ow)
         for b in range(lo, hi):
             v, i, j = _interior_max(xp, a * sh - top, b * sw - left, kh, kw, dh, dw, lowest)
             bp[a, b] = v
@@ -411,9 +418,7 @@ def _max_pool_backward_plane(gp, xp, op, kh, kw, sh, sw, dh, dw, top, left, oh, 
     where = np.empty(ow, dtype=np.int64)
     os[:] = 0
     for a in range(oh - 1, -1, -1):
-        inside = alo <= a < ahi
-        lo = blo if inside else ow
-        hi = bhi if inside else ow
+        lo, hi = _interior_columns(a, alo, ahi, blo, bhi, ow)
         r0 = a * sh - top
         for b in range(lo, hi):
             q0 = b * sw - left
@@ -440,9 +445,7 @@ def _max_pool_scatter_plane(gp, tp, op, kh, kw, sh, sw, dh, dw, top, left, oh, o
     taps = kh * kw
     os[:] = 0
     for a in range(oh - 1, -1, -1):
-        inside = alo <= a < ahi
-        lo = blo if inside else ow
-        hi = bhi if inside else ow
+        lo, hi = _interior_columns(a, alo, ahi, blo, bhi, ow)
         r0 = a * sh - top
         for b in range(ow - 1, -1, -1):
             k = tp[a, b]
