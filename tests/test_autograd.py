@@ -166,6 +166,23 @@ def test_first_layer_input_gradient_is_not_computed(monkeypatch):
     assert w.grad.shape == (2, 1, 3, 3)
 
 
+def test_a_frozen_weight_keeps_no_columns():
+    """The graph keeps conv2d's column matrix only when the weight's gradient is wanted: a frozen
+    layer (transfer learning) holds no im2col buffer until the backward; its input gradient is
+    the explicit backward's."""
+    rng = np.random.default_rng(1)
+    x0, w0, g0 = rng.standard_normal((2, 3, 9, 9)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal((2, 4, 9, 9))
+    forward = F.conv2d.rule.vjp_forward
+    with portaconv.options(algorithm="im2col"):
+        _, (_, frozen) = forward((True, False, False), x0, w0, None, 1, 1)
+        _, (_, trained) = forward((True, True, False), x0, w0, None, 1, 1)
+        assert frozen is None and len(trained) == 1  # the one column buffer, for the weight gradient
+        x = Tensor(x0, requires_grad=True)
+        F.conv2d(x, w0, padding=1).backward(g0)
+        expected = F.conv2d_backward(g0, x0, w0, None, padding=1)[0]
+    np.testing.assert_allclose(x.grad, expected, rtol=1e-13, atol=1e-13)
+
+
 @pytest.mark.parametrize("limit", [1 << 28, 2048])
 def test_forward_columns_serve_the_weight_gradient(monkeypatch, limit):
     """Training keeps conv2d's im2col matrix for the weight gradient (one im2col per layer per

@@ -16,11 +16,12 @@ calls ``f_backward(grad_output, *inputs, **same_params)``: the public contract, 
 positional array input.
 
 An op may also register a pair as JAX's ``custom_vjp`` does, ``f.defvjp(forward, backward)``:
-``forward(*args, **kwargs) -> (output, residuals)`` and
+``forward(needs, *args, **kwargs) -> (output, residuals)`` and
 ``backward(residuals, grad_output, needs) -> gradients``, where ``needs`` holds one bool per
 array input (False: that gradient is not wanted and may be None). The graph then keeps what the
-forward computed (a dropout mask, a pooling's argmax) instead of recomputing it, and skips
-gradients nobody asked for (a first layer's input gradient).
+forward computed (a dropout mask, a pooling's argmax) instead of recomputing it, keeps nothing
+for gradients nobody asked for (a frozen weight's), and skips computing them (a first layer's
+input gradient).
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ class _Rule:
 
     def _record(self, raw_args, raw_kwargs, tensors, needs):
         if self.vjp_forward is not None:
-            out, residuals = self.vjp_forward(*raw_args, **raw_kwargs)
+            out, residuals = self.vjp_forward(needs, *raw_args, **raw_kwargs)
             vjp_backward = self.vjp_backward
 
             def backward(grad_output):

@@ -386,10 +386,11 @@ def _conv2d_backward(grad_output, input, weight, bias, stride, padding, dilation
     return (None if grad_input is None else unbatch(grad_input, unbatched)), grad_weight, _bias_grad(grad, bias, xp)
 
 
-def _conv2d_vjp_forward(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+def _conv2d_vjp_forward(needs, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     # Training keeps the forward's column matrix (when it is one buffer under the workspace
-    # limit) for the weight gradient, instead of running im2col on the input again.
-    columns = {}
+    # limit) for the weight gradient, instead of running im2col on the input again; nothing for
+    # a frozen weight.
+    columns = {} if needs[1] else None
     out = _conv2d(input, weight, bias, stride, padding, dilation, groups, keep=columns)
     return out, ((input, weight, bias, stride, padding, dilation, groups), columns)
 

@@ -98,12 +98,12 @@ def _backward(op, grad_output, input, p, training, seed, generator, channels):
     return ((grad_output if scale is None else grad_output * scale),)
 
 
-def _dropout_vjp_forward(input, p=0.5, training=True, *, seed=None, generator=None):
+def _dropout_vjp_forward(needs, input, p=0.5, training=True, *, seed=None, generator=None):
     """dropout keeping its multiplier (the residual): the graph's backward reuses the mask."""
     return _forward("dropout", input, p, training, seed, generator, channels=False)
 
 
-def _dropout2d_vjp_forward(input, p=0.5, training=True, *, seed=None, generator=None):
+def _dropout2d_vjp_forward(needs, input, p=0.5, training=True, *, seed=None, generator=None):
     return _forward("dropout2d", input, p, training, seed, generator, channels=True)
 
 

@@ -155,7 +155,7 @@ def max_pool2d_backward(
     return (unbatch(P.max_pool_scatter(grad, taps, x.shape, w, xp), unbatched),)
 
 
-def _max_pool2d_vjp_forward(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+def _max_pool2d_vjp_forward(needs, input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     """max_pool2d keeping each window's first-max tap, so the backward scatters to it instead of
     searching the windows again."""
     xp = namespace_of(input)
