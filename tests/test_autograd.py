@@ -219,3 +219,21 @@ def test_tensors_on_jax(backend):
     loss = (F.relu(x) * 2.0)[1].sum()
     loss.backward()
     np.testing.assert_array_equal(np.asarray(x.grad), [[0, 0, 0], [2, 2, 2]])
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_graph_reuses_the_forward_statistics(training):
+    """The graph keeps batch_norm's per-channel mean and inverse deviation for the backward (no
+    second pass for the statistics); the gradients are the explicit backward's, bit for bit."""
+    rng = np.random.default_rng(2)
+    x0 = rng.standard_normal((4, 3, 5, 5)).astype(np.float32)
+    mean0, var0 = rng.standard_normal(3).astype(np.float32), rng.random(3).astype(np.float32) + 0.5
+    w0, b0 = rng.standard_normal(3).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    g0 = rng.standard_normal(x0.shape).astype(np.float32)
+    _, (_, statistics) = F.batch_norm.rule.vjp_forward((True, False, False, True, True), x0, mean0, var0, w0, b0, training)
+    assert [s.shape for s in statistics] == [(1, 3, 1, 1)] * 2
+    x, w, b = (Tensor(a, requires_grad=True) for a in (x0, w0, b0))
+    F.batch_norm(x, mean0, var0, w, b, training).backward(g0)
+    expected = F.batch_norm_backward(g0, x0, mean0, var0, w0, b0, training)
+    for got, want in zip((x.grad, w.grad, b.grad), (expected[0], expected[3], expected[4])):
+        np.testing.assert_array_equal(got, want)

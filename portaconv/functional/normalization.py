@@ -166,17 +166,20 @@ def _reduced_axes(ndim):
     return (0, *range(2, ndim))
 
 
-def _normalized(x, running_mean, running_var, training, eps, xp):
-    """``(x - mean, 1 / sqrt(var + eps))`` with the batch's statistics (biased variance) when
-    training, the running ones otherwise; both broadcast against ``x``."""
+def _statistics(x, running_mean, running_var, training, eps, xp):
+    """``(x - mean, mean, 1 / sqrt(var + eps))`` with the batch's statistics (biased variance)
+    when training, the running ones otherwise; mean and the inverse deviation broadcast against
+    ``x`` (per channel)."""
     if training:
         axes = _reduced_axes(x.ndim)
-        centered = x - xp.mean(x, axis=axes, keepdims=True)
+        mean = xp.mean(x, axis=axes, keepdims=True)
+        centered = x - mean
         var = xp.mean(centered * centered, axis=axes, keepdims=True)
     else:
-        centered = x - _per_channel(running_mean, x.ndim, xp)
+        mean = _per_channel(running_mean, x.ndim, xp)
+        centered = x - mean
         var = _per_channel(running_var, x.ndim, xp)
-    return centered, 1.0 / xp.sqrt(var + eps)
+    return centered, mean, 1.0 / xp.sqrt(var + eps)
 
 
 @differentiable("input", "running_mean", "running_var", "weight", "bias")
@@ -211,18 +214,23 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     running_mean, running_var, weight, bias : (C,)
     output : same as input
     """
+    return _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)[0]
+
+
+def _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps):
+    """(:func:`batch_norm`'s output, (mean, inverse deviation) per channel, or None for an empty input)."""
     xp = namespace_of(input, running_mean, running_var, weight, bias)
     op = "batch_norm"
     eps = _check_batch_norm(op, xp, input, running_mean, running_var, weight, bias, training, momentum, eps)
     if _empty_vector(input):
-        return xp.zeros_like(input)
-    centered, inv_std = _normalized(input, running_mean, running_var, training, eps, xp)
+        return xp.zeros_like(input), None
+    centered, mean, inv_std = _statistics(input, running_mean, running_var, training, eps, xp)
     out = centered * inv_std
     if weight is not None:
         out = out * _per_channel(weight, input.ndim, xp)
     if bias is not None:
         out = out + _per_channel(bias, input.ndim, xp)
-    return out
+    return out, (mean, inv_std)
 
 
 @batch_norm.defbackward
@@ -245,6 +253,12 @@ def batch_norm_backward(grad_output, input, running_mean, running_var, weight=No
     grad_output, input : (N, C, *)
     returns : ((N, C, *), None, None, (C,) or None, (C,) or None)
     """
+    return _batch_norm_backward(grad_output, input, running_mean, running_var, weight, bias, training, momentum, eps)
+
+
+def _batch_norm_backward(grad_output, input, running_mean, running_var, weight, bias, training, momentum, eps, statistics=None):
+    """:func:`batch_norm_backward`; ``statistics``: the forward's (mean, inverse deviation), which
+    then are not computed again (the same values: ``x - mean`` is recomputed from them)."""
     xp = namespace_of(grad_output, input, running_mean, running_var, weight, bias)
     op = "batch_norm_backward"
     eps = _check_batch_norm(op, xp, input, running_mean, running_var, weight, bias, training, momentum, eps, grad_output)
@@ -252,7 +266,11 @@ def batch_norm_backward(grad_output, input, running_mean, running_var, weight=No
         zeros = [None if v is None else xp.zeros_like(v) for v in (weight, bias)]
         return xp.zeros_like(input), None, None, *zeros
     ndim, axes = input.ndim, _reduced_axes(input.ndim)
-    centered, inv_std = _normalized(input, running_mean, running_var, training, eps, xp)
+    if statistics is None:
+        centered, _, inv_std = _statistics(input, running_mean, running_var, training, eps, xp)
+    else:
+        mean, inv_std = statistics
+        centered = input - mean
     normalized = centered * inv_std
     scaled = grad_output if weight is None else grad_output * _per_channel(weight, ndim, xp)
     if training:
@@ -265,6 +283,21 @@ def batch_norm_backward(grad_output, input, running_mean, running_var, weight=No
     grad_weight = None if weight is None else xp.sum(grad_output * normalized, axis=axes)
     grad_bias = None if bias is None else xp.sum(grad_output, axis=axes)
     return grad_input, None, None, grad_weight, grad_bias
+
+
+def _batch_norm_vjp_forward(needs, input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    # Keeps the per-channel mean and inverse deviation for the backward (torch's save_mean and
+    # save_invstd), which otherwise computes them again: three passes over the input.
+    out, statistics = _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+    return out, ((input, running_mean, running_var, weight, bias, training, momentum, eps), statistics)
+
+
+def _batch_norm_vjp_backward(residuals, grad_output, needs):
+    arguments, statistics = residuals
+    return _batch_norm_backward(grad_output, *arguments, statistics=statistics)
+
+
+batch_norm.defvjp(_batch_norm_vjp_forward, _batch_norm_vjp_backward)
 
 
 def batch_norm_running_stats(input, running_mean, running_var, momentum=0.1, num_batches_tracked=0):
