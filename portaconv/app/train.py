@@ -213,40 +213,35 @@ def _plot(metrics, path):
 
 
 @contextlib.contextmanager
-def _deferred_interrupt():
-    """Hold a Ctrl-C or SIGTERM back until the block ends, so that an epoch's files are committed
-    together; then raise it (KeyboardInterrupt or :class:`Terminated`)."""
+def _signal_handlers(handlers):
+    """``{signal number: handler}`` in force for the block, the previous ones restored after (in
+    the main thread only: Python sets handlers nowhere else)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    received = []
-    previous = {number: signal.signal(number, lambda number, frame: received.append(number))
-                for number in (signal.SIGINT, signal.SIGTERM)}
+    previous = {number: signal.signal(number, handler) for number, handler in handlers.items()}
     try:
         yield
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+@contextlib.contextmanager
+def _deferred_interrupt():
+    """Hold a Ctrl-C or SIGTERM back until the block ends, so that an epoch's files are committed
+    together; then raise it (KeyboardInterrupt or :class:`Terminated`)."""
+    received = []
+    with _signal_handlers({number: lambda number, frame: received.append(number) for number in (signal.SIGINT, signal.SIGTERM)}):
+        yield
     if received:
         raise Terminated if received[0] == signal.SIGTERM else KeyboardInterrupt
 
 
-@contextlib.contextmanager
-def _sigterm_stops():
-    """While training, SIGTERM raises :class:`Terminated` in the main thread (by default it
-    would end the process at once, mid-epoch, without a word)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(number, frame):
-        raise Terminated
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+def _terminate(number, frame):
+    """SIGTERM's handler while training: stop as on Ctrl-C (by default SIGTERM ends the process
+    at once, mid-epoch, without a word)."""
+    raise Terminated
 
 
 def _rng_states(net):
@@ -508,7 +503,7 @@ def train(model=None, *, backend=None, dtype=None, device=None, epochs=None, bat
         backend = "numpy" if backend is None else backend
         backend_name = check_device(backend, device)
     folder = RunFolder(resume if resume is not None else out if out is not None else Path("runs") / given.get("model", "seed-cnn"))
-    with _sigterm_stops():
+    with _signal_handlers({signal.SIGTERM: _terminate}):
         return _train_in(folder, given, resume, overwrite, backend, backend_name, device, data_dir, progress, command)
 
 

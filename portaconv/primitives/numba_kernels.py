@@ -470,10 +470,10 @@ def _pool_setup(x, kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw):
 
 
 def _max_pool_kernels(kh, kw, sh, sw, dh, dw):
-    """The max-pool kernels (forward, backward, scatter) with these window sizes, strides and dilations
-    either passed at run time (all None) or compiled in as constants, one pair per geometry, so
-    the tap loops unroll and the loops over windows vectorize (docs/performance.md). Both take
-    the same arguments; the constants, where given, override the ones passed."""
+    """The max-pool kernels (forward, backward, scatter) with these window sizes, strides and
+    dilations either passed at run time (all None) or compiled in as constants, one set per
+    geometry, so the tap loops unroll and the loops over windows vectorize (docs/performance.md).
+    Each takes the geometry as arguments; the constants, where given, override the ones passed."""
     constant = kh is not None
 
     def forward(x, kh_, kw_, sh_, sw_, dh_, dw_, top, left, oh, ow, lh, lw, alo, ahi, blo, bhi, best, taps, want_taps):
@@ -511,7 +511,7 @@ _GENERIC_MAX_POOL = _max_pool_kernels(None, None, None, None, None, None)
 
 def _max_pool_set(w):
     """The (forward, backward, scatter) max-pool kernels for window ``w``: compiled for its geometry where
-    :func:`dispatch.specialize_pool_window` says so, else the generic pair."""
+    :func:`dispatch.specialize_pool_window` says so, else the generic set."""
     if not specialize_pool_window(w.kh, w.kw, w.sh, w.sw, w.dh, w.dw, w.lh, w.lw):
         return _GENERIC_MAX_POOL
     return _specialized_max_pool(w.kh, w.kw, w.sh, w.sw, w.dh, w.dw)

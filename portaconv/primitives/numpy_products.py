@@ -33,9 +33,9 @@ _MIN_SPLIT_MULTIPLY_ADDS = 4_000_000
 _BLAS_SINGLE_THREADED_BELOW = 65536 * 4
 
 # A product with a result of at most this many elements per matrix and an inner dimension of at
-# least _LONG_INNER (a first layer's weight gradient: 9 × 32 summed over 43 264 pixels) runs about
-# 2× faster as a sum of products over blocks of _INNER_BLOCK of the inner dimension, on one
-# thread, than as one BLAS call, threaded or not; larger results gain nothing (docs/performance.md).
+# least _LONG_INNER (a first layer's weight gradient: 9 × 32 summed over 43 264 pixels) runs faster
+# as a sum of products over blocks of _INNER_BLOCK of the inner dimension, on one thread, than as
+# one BLAS call, threaded or not; larger results gain nothing (measured in docs/performance.md).
 _SMALL_RESULT = 512
 _LONG_INNER = 16384
 _INNER_BLOCK = 2048
@@ -112,14 +112,14 @@ def matmul(a, b, xp):
     rows, inner, columns = a.shape[-2], a.shape[-1], b.shape[-1]
     if rows * inner * columns < _BLAS_SINGLE_THREADED_BELOW:
         return np.matmul(a, b)
-    batch = math.prod(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
+    stack = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     threads = get_options().num_threads or _CORES  # options(num_threads=1): one core, no split
     with _OneBlasThread():
         if rows * columns <= _SMALL_RESULT and inner >= _LONG_INNER:
             return _blocked_inner(a, b)
-        if threads < 2 or batch * rows * inner * columns < _MIN_SPLIT_MULTIPLY_ADDS or max(rows, columns) < 2:
+        if threads < 2 or math.prod(stack) * rows * inner * columns < _MIN_SPLIT_MULTIPLY_ADDS or max(rows, columns) < 2:
             return np.matmul(a, b)
-        out = np.empty((*np.broadcast_shapes(a.shape[:-2], b.shape[:-2]), rows, columns), dtype=np.result_type(a, b))
+        out = np.empty((*stack, rows, columns), dtype=np.result_type(a, b))
         if columns >= rows:
             half = columns // 2
             other = _pool().submit(np.matmul, a, b[..., half:], out=out[..., half:])
