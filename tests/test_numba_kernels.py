@@ -2,6 +2,9 @@
 kernels 1–4, strides 1–3, dilations 1–2, negative top/left, input dilation (im2col, col2im),
 windows overhanging the bottom/right, empty batches and channels, NaN, ±inf and ties."""
 
+import platform
+import sys
+
 import numpy as np
 import pytest
 
@@ -245,8 +248,9 @@ def test_relu_grad(shape, dtype):
 
 @pytest.mark.parametrize("a_shape, b_shape", [
     ((5, 7), (7, 3)),  # below OpenBLAS's threading: one np.matmul
-    ((64, 288), (288, 4000)),  # split by columns over two threads
+    ((64, 288), (288, 4000)),  # split by columns over numba's threads
     ((4000, 288), (288, 64)),  # split by rows
+    ((3, 300, 200), (200, 150)),  # a stack, the second operand broadcast
     ((2, 9, 20000), (1, 20000, 32)),  # tiny result, long inner dimension: summed by blocks, stacked
     ((9, 20001), (20001, 1)),  # a last block shorter than the others
 ])
@@ -263,3 +267,29 @@ def test_matmul_routes(a_shape, b_shape):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.sqrt(a_shape[-1]))
     # float64 in, float64 out, tight.
     np.testing.assert_allclose(numpy_products.matmul(a.astype(np.float64), b.astype(np.float64), xp), want, rtol=1e-12, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["rows", "transposed", "strided"])
+@pytest.mark.parametrize("a_shape, b_shape", [((4000, 288), (288, 64)), ((64, 288), (288, 4000))])
+def test_split_product_gives_numpys_bits(a_shape, b_shape, layout, dtype):
+    # The split product calls NumPy's own cblas gemm per block of the result, with the
+    # transposition flags NumPy passes for the operands' layouts: np.matmul's very bits, in
+    # row-major and transposed (BLAS reads both in place) layouts; a layout BLAS cannot read in
+    # place (every other column) goes to np.matmul itself.
+    from portaconv.primitives import numpy_products
+
+    rng = np.random.default_rng(8)
+    a = rng.standard_normal(a_shape).astype(dtype)
+    b = rng.standard_normal(b_shape).astype(dtype)
+    if layout == "transposed":
+        a, b = np.ascontiguousarray(a.T).T, np.ascontiguousarray(b.T).T
+    elif layout == "strided":
+        a = np.repeat(a, 2, axis=1)[:, ::2]
+    if not numpy_products._gemms():
+        # NumPy's Linux x86-64 wheels carry scipy-openblas, which must be found there.
+        assert not (sys.platform == "linux" and platform.machine() == "x86_64"), "NumPy's BLAS was not found"
+        pytest.skip("NumPy's BLAS has no CBLAS symbols portaconv knows: products are plain np.matmul")
+    got = numpy_products.matmul(a, b, xp)
+    assert got.flags.c_contiguous
+    assert np.array_equal(got, np.matmul(a, b))

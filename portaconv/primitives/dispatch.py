@@ -116,7 +116,7 @@ def conv_algorithm(window: Window, groups: int) -> str:
 
     auto: im2col everywhere. Winograd F(2×2, 3×3) multiplies 2.25× less, but its transformed
     input is 4× the input and is read and written by transforms that cost as much as the products
-    they save: with the NumPy kernels (numba transforms, products split over two threads) im2col
+    they save: with the NumPy kernels (numba transforms, products split over the cores) im2col
     was faster on every 3×3 layer measured, 13² to 56² (docs/performance.md); on CuPy the reference
     transforms (many small launches) ran 3–8× slower than im2col on an H100. Winograd stays
     available as ``options(algorithm="winograd")``, tested against torch like im2col.

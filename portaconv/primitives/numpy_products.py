@@ -1,36 +1,45 @@
-"""The NumPy family's matrix product: BLAS on one thread inside portaconv's calls, each large
-product split in two halves across portaconv's own two-thread pool.
+"""The NumPy family's matrix product: NumPy's own BLAS, on one thread per call, with each large
+product split into blocks of rows (or columns) that numba's threads hand to BLAS in parallel.
 
-Why: OpenBLAS's worker threads keep spinning for a long time after every multi-threaded product,
-and the numba kernels that run next (im2col, col2im, pooling) then share a core with a spinning
-thread; measured, a convolution's kernels ran up to 2× slower after a product than before one
-(docs/performance.md). With BLAS single-threaded in portaconv's products no BLAS worker wakes,
-and a product still uses both cores: its two halves run on two Python threads (NumPy releases
-the GIL inside BLAS). Each half is the product of a block of rows or columns, the same sums BLAS
-computes for that block. The BLAS thread count is set back on return, so the rest of the process
-keeps its setting (threads running NumPy products concurrently with portaconv's see one BLAS
-thread meanwhile).
+Why not BLAS's own threads: OpenBLAS's worker threads keep spinning for a long time after every
+multi-threaded product, and the numba kernels that run next (im2col, col2im, pooling) then share
+a core with a spinning thread; measured, a convolution's kernels ran up to 2× slower after a
+product than before one. Why numba's threads and not a Python thread pool (the previous scheme):
+a pool's worker sleeps between products and takes 60–370 µs to wake on a VM, and then competes
+with numba's workers, which spin after the kernel that ran just before; numba's threads are
+those very workers (docs/performance.md). Each block is the product BLAS computes for that block
+of the result, the same sums as the whole product: bit-identical to ``np.matmul``, which calls the
+same ``cblas_?gemm`` with the same transposition flags.
+
+NumPy's BLAS is found through threadpoolctl (the library NumPy loaded) by its CBLAS symbols with
+64-bit integers (``scipy_cblas_sgemm64_``, NumPy's wheels; ``cblas_sgemm64_``). Where none is found
+(another BLAS build, threadpoolctl missing) products are plain ``np.matmul`` on BLAS's own threads.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
+import ctypes
 import math
 import os
 import threading
 
+import numba
 import numpy as np
+from numba import njit, prange
 
 from .._options import get_options
 from .dispatch import register
 
-__all__ = ["matmul"]
+__all__ = ["matmul", "usable_cores"]
 
-# Products with fewer multiply-adds run whole: a hand-off to the pool costs tens of µs.
+# Products with fewer multiply-adds run whole: starting numba's threads costs tens of µs.
 _MIN_SPLIT_MULTIPLY_ADDS = 4_000_000
 # OpenBLAS runs products below this many multiply-adds on one thread by itself (its
 # SMP_THRESHOLD_MIN × GEMM_MULTITHREAD_THRESHOLD): they need no thread setting.
 _BLAS_SINGLE_THREADED_BELOW = 65536 * 4
+# A block of the result has at least this many rows (or columns): thinner blocks leave BLAS's
+# register tiles partly empty.
+_MIN_BLOCK = 64
 
 # A product with a result of at most this many elements per matrix and an inner dimension of at
 # least _LONG_INNER (a first layer's weight gradient: 9 × 32 summed over 43 264 pixels) runs faster
@@ -40,15 +49,17 @@ _SMALL_RESULT = 512
 _LONG_INNER = 16384
 _INNER_BLOCK = 2048
 
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+
 _lock = threading.Lock()
-_state = {"pool": None, "blas": None, "users": 0, "saved": None}
+_state = {"blas": None, "users": 0, "saved": None, "gemm": None}
 
 
 def _forget():
-    # A forked child inherits the pool object but not its thread, and maybe a held lock.
+    # A forked child inherits the counters but not the threads that held them, and maybe a held lock.
     global _lock
     _lock = threading.Lock()
-    _state.update(pool=None, users=0, saved=None)
+    _state.update(users=0, saved=None)
 
 
 if hasattr(os, "register_at_fork"):
@@ -65,6 +76,50 @@ def _blas_libraries():
         except Exception:  # threadpoolctl missing or failing: leave BLAS alone
             _state["blas"] = []
     return _state["blas"]
+
+
+def _numpy_blas_path():
+    """The file of the BLAS library NumPy loaded (the one inside NumPy's own wheel), or None."""
+    numpy_dir = os.path.dirname(os.path.dirname(os.path.abspath(np.__file__)))
+    for lib in _blas_libraries():
+        path = getattr(lib, "filepath", "") or ""
+        if os.path.basename(os.path.dirname(path)) == "numpy.libs" and path.startswith(numpy_dir):
+            return path
+    return None
+
+
+# cblas_?gemm(order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) with 64-bit
+# integers; the pointers are passed as signed 64-bit integers (the same register in the x86-64 and
+# AArch64 calling conventions), so that numba's pointer arithmetic stays in one integer type.
+def _gemm_prototype(real):
+    i32, i64 = ctypes.c_int, ctypes.c_int64
+    return ctypes.CFUNCTYPE(None, i32, i32, i32, i64, i64, i64, real, i64, i64, i64, i64, real, i64, i64)
+
+
+def _address(function):
+    # The prototype applied to the address, not to the function object: applied to a Python
+    # object, CFUNCTYPE would make a callback into Python.
+    return ctypes.cast(function, ctypes.c_void_p).value
+
+
+def _gemms():
+    """{dtype: ctypes gemm} of NumPy's BLAS, or {} where it cannot be found."""
+    if _state["gemm"] is None:
+        found = {}
+        path = _numpy_blas_path()
+        if path is not None:
+            try:
+                library = ctypes.CDLL(path)
+                for prefix in ("scipy_cblas_", "cblas_"):
+                    names = {np.dtype(np.float32): prefix + "sgemm64_", np.dtype(np.float64): prefix + "dgemm64_"}
+                    if all(hasattr(library, name) for name in names.values()):
+                        reals = {np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double}
+                        found = {dtype: _gemm_prototype(reals[dtype])(_address(getattr(library, name))) for dtype, name in names.items()}
+                        break
+            except OSError:
+                found = {}
+        _state["gemm"] = found
+    return _state["gemm"]
 
 
 class _OneBlasThread:
@@ -87,13 +142,6 @@ class _OneBlasThread:
                     lib.set_num_threads(threads)
 
 
-def _pool():
-    with _lock:
-        if _state["pool"] is None:
-            _state["pool"] = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="portaconv-matmul")
-        return _state["pool"]
-
-
 def usable_cores() -> int:
     """The cores this process may run on (its CPU affinity where the OS tells it)."""
     try:
@@ -105,31 +153,89 @@ def usable_cores() -> int:
 _CORES = usable_cores()
 
 
+@njit(parallel=True, cache=True, nogil=True)
+def _blocked_gemm(gemm, trans_a, trans_b, m, n, k, one, zero, a_ptrs, lda, b_ptrs, ldb, c_ptrs, ldc, by_rows, a_step, b_step,
+                  c_step, blocks):
+    """C[s] = A[s] @ B[s] for each matrix s of the stack, in ``blocks`` blocks of C's rows
+    (``by_rows``) or columns, one BLAS call per block on numba's threads. ``*_ptrs`` are the
+    matrices' addresses, ``*_step`` the bytes from one row (or column) of a block to the next."""
+    size = m if by_rows else n
+    for t in prange(a_ptrs.size * blocks):
+        s = t // blocks
+        block = t - s * blocks
+        lo = block * size // blocks
+        hi = (block + 1) * size // blocks
+        if by_rows:
+            gemm(_ROW_MAJOR, trans_a, trans_b, hi - lo, n, k, one, a_ptrs[s] + lo * a_step, lda, b_ptrs[s], ldb, zero,
+                 c_ptrs[s] + lo * c_step, ldc)
+        else:
+            gemm(_ROW_MAJOR, trans_a, trans_b, m, hi - lo, k, one, a_ptrs[s], lda, b_ptrs[s] + lo * b_step, ldb, zero,
+                 c_ptrs[s] + lo * c_step, ldc)
+
+
+def _blas_layout(strides, rows, columns, itemsize):
+    """(transposition flag, leading dimension) of a matrix with these byte strides, as NumPy's
+    matmul passes it to BLAS (row-major first), or None where BLAS cannot read it in place."""
+    def fits(outer, inner, width):
+        return inner == itemsize and outer % itemsize == 0 and outer // itemsize >= max(width, 1)
+
+    if fits(strides[0], strides[1], columns):
+        return _NO_TRANS, strides[0] // itemsize
+    if fits(strides[1], strides[0], rows):
+        return _TRANS, strides[1] // itemsize
+    return None
+
+
+def _addresses(array, stack):
+    """The address of each matrix of ``array`` broadcast to the stack shape ``stack``, in order."""
+    array = np.broadcast_to(array, (*stack, *array.shape[-2:]))
+    base = array.ctypes.data
+    offsets = [sum(i * step for i, step in zip(index, array.strides)) for index in np.ndindex(*stack)] if stack else [0]
+    return np.asarray(offsets, dtype=np.int64) + base
+
+
+def _split(a, b, stack, dtype, blocks):
+    """``a @ b`` in blocks over numba's threads, or None where BLAS cannot read an operand in place."""
+    rows, inner, columns = a.shape[-2], a.shape[-1], b.shape[-1]
+    itemsize = dtype.itemsize
+    layout_a = _blas_layout(a.strides[-2:], rows, inner, itemsize)
+    layout_b = _blas_layout(b.strides[-2:], inner, columns, itemsize)
+    if layout_a is None or layout_b is None:
+        return None
+    out = np.empty((*stack, rows, columns), dtype=dtype)
+    by_rows = rows >= columns
+    blocks = max(1, min(blocks, (rows if by_rows else columns) // _MIN_BLOCK))
+    one, zero = dtype.type(1), dtype.type(0)
+    _blocked_gemm(
+        _gemms()[dtype], layout_a[0], layout_b[0], rows, columns, inner, one, zero,
+        _addresses(a, stack), layout_a[1], _addresses(b, stack), layout_b[1], _addresses(out, stack), columns,
+        by_rows, a.strides[-2], b.strides[-1], out.strides[-2] if by_rows else itemsize, blocks,
+    )
+    return out
+
+
 @register("matmul", "numpy")
 def matmul(a, b, xp):
-    """``a @ b`` (stacks of matrices broadcast as in ``matmul``), split over two threads unless
+    """``a @ b`` (stacks of matrices broadcast as in ``matmul``), split over numba's threads unless
     ``options(num_threads=1)`` or the process may use one core only."""
     rows, inner, columns = a.shape[-2], a.shape[-1], b.shape[-1]
     if rows * inner * columns < _BLAS_SINGLE_THREADED_BELOW:
         return np.matmul(a, b)
+    dtype = np.result_type(a, b)
+    if dtype not in _gemms() or a.dtype != dtype or b.dtype != dtype:
+        return np.matmul(a, b)  # BLAS's own threads
     stack = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    threads = get_options().num_threads or _CORES  # options(num_threads=1): one core, no split
+    threads = min(get_options().num_threads or _CORES, numba.config.NUMBA_NUM_THREADS)
     with _OneBlasThread():
         if rows * columns <= _SMALL_RESULT and inner >= _LONG_INNER:
             return _blocked_inner(a, b)
-        if threads < 2 or math.prod(stack) * rows * inner * columns < _MIN_SPLIT_MULTIPLY_ADDS or max(rows, columns) < 2:
-            return np.matmul(a, b)
-        out = np.empty((*stack, rows, columns), dtype=np.result_type(a, b))
-        if columns >= rows:
-            half = columns // 2
-            other = _pool().submit(np.matmul, a, b[..., half:], out=out[..., half:])
-            np.matmul(a, b[..., :half], out=out[..., :half])
-        else:
-            half = rows // 2
-            other = _pool().submit(np.matmul, a[..., half:, :], b, out=out[..., half:, :])
-            np.matmul(a[..., :half, :], b, out=out[..., :half, :])
-        other.result()
-        return out
+        if threads >= 2 and math.prod(stack) * rows * inner * columns >= _MIN_SPLIT_MULTIPLY_ADDS and max(rows, columns) >= 2:
+            if numba.get_num_threads() != threads:
+                numba.set_num_threads(threads)
+            out = _split(a, b, stack, dtype, threads)
+            if out is not None:
+                return out
+        return np.matmul(a, b)
 
 
 def _blocked_inner(a, b):
