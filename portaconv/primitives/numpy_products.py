@@ -11,9 +11,10 @@ those very workers (docs/performance.md). Each block is the product BLAS compute
 of the result, the same sums as the whole product: bit-identical to ``np.matmul``, which calls the
 same ``cblas_?gemm`` with the same transposition flags.
 
-NumPy's BLAS is found through threadpoolctl (the library NumPy loaded) by its CBLAS symbols with
-64-bit integers (``scipy_cblas_sgemm64_``, NumPy's wheels; ``cblas_sgemm64_``). Where none is found
-(another BLAS build, threadpoolctl missing) products are plain ``np.matmul`` on BLAS's own threads.
+NumPy's BLAS is found through threadpoolctl (the library NumPy loaded) by its OpenBLAS symbols
+with 64-bit integers (``scipy_cblas_sgemm64_``, NumPy's wheels; ``cblas_sgemm64_``). Where it is not
+found (another BLAS build, threadpoolctl missing) products are plain ``np.matmul`` on BLAS's own
+threads.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ _INNER_BLOCK = 2048
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
 _lock = threading.Lock()
-_state = {"blas": None, "users": 0, "saved": None, "gemm": None}
+_state = {"blas": None, "users": 0, "saved": None}
 
 
 def _forget():
@@ -66,22 +67,16 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget)
 
 
-def _blas_libraries():
-    if _state["blas"] is None:
-        try:
-            import threadpoolctl
-
-            controller = threadpoolctl.ThreadpoolController()
-            _state["blas"] = [lib for lib in controller.lib_controllers if lib.user_api == "blas"]
-        except Exception:  # threadpoolctl missing or failing: leave BLAS alone
-            _state["blas"] = []
-    return _state["blas"]
-
-
 def _numpy_blas_path():
     """The file of the BLAS library NumPy loaded (the one inside NumPy's own wheel), or None."""
+    try:
+        import threadpoolctl
+
+        libraries = [lib for lib in threadpoolctl.ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+    except Exception:  # threadpoolctl missing or failing
+        return None
     numpy_dir = os.path.dirname(os.path.dirname(os.path.abspath(np.__file__)))
-    for lib in _blas_libraries():
+    for lib in libraries:
         path = getattr(lib, "filepath", "") or ""
         if os.path.basename(os.path.dirname(path)) == "numpy.libs" and path.startswith(numpy_dir):
             return path
@@ -102,44 +97,56 @@ def _address(function):
     return ctypes.cast(function, ctypes.c_void_p).value
 
 
+def _find_blas():
+    """NumPy's OpenBLAS as {"gemm": {dtype: ctypes gemm}, "get_threads": ..., "set_threads": ...},
+    or None where it cannot be found. Its thread count is read and set by direct calls (a few µs
+    less per product than threadpoolctl's, which counts at batch 1)."""
+    path = _numpy_blas_path()
+    if path is None:
+        return None
+    try:
+        library = ctypes.CDLL(path)
+    except OSError:
+        return None
+    for prefix in ("scipy_", ""):
+        names = [f"{prefix}cblas_sgemm64_", f"{prefix}cblas_dgemm64_", f"{prefix}openblas_get_num_threads64_",
+                 f"{prefix}openblas_set_num_threads64_"]
+        if all(hasattr(library, name) for name in names):
+            sgemm, dgemm, get_threads, set_threads = (getattr(library, name) for name in names)
+            get_threads.restype, get_threads.argtypes = ctypes.c_int, []
+            set_threads.restype, set_threads.argtypes = None, [ctypes.c_int]
+            gemm = {np.dtype(np.float32): _gemm_prototype(ctypes.c_float)(_address(sgemm)),
+                    np.dtype(np.float64): _gemm_prototype(ctypes.c_double)(_address(dgemm))}
+            return {"gemm": gemm, "get_threads": get_threads, "set_threads": set_threads}
+    return None
+
+
+def _blas():
+    if _state["blas"] is None:
+        _state["blas"] = _find_blas() or {}
+    return _state["blas"]
+
+
 def _gemms():
     """{dtype: ctypes gemm} of NumPy's BLAS, or {} where it cannot be found."""
-    if _state["gemm"] is None:
-        found = {}
-        path = _numpy_blas_path()
-        if path is not None:
-            try:
-                library = ctypes.CDLL(path)
-                for prefix in ("scipy_cblas_", "cblas_"):
-                    names = {np.dtype(np.float32): prefix + "sgemm64_", np.dtype(np.float64): prefix + "dgemm64_"}
-                    if all(hasattr(library, name) for name in names.values()):
-                        reals = {np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double}
-                        found = {dtype: _gemm_prototype(reals[dtype])(_address(getattr(library, name))) for dtype, name in names.items()}
-                        break
-            except OSError:
-                found = {}
-        _state["gemm"] = found
-    return _state["gemm"]
+    return _blas().get("gemm", {})
 
 
 class _OneBlasThread:
-    """BLAS on one thread while any portaconv product runs (counted across threads)."""
+    """NumPy's BLAS on one thread while any portaconv product runs (counted across threads)."""
 
     def __enter__(self):
         with _lock:
             if _state["users"] == 0:
-                libraries = _blas_libraries()
-                _state["saved"] = [lib.get_num_threads() for lib in libraries]
-                for lib in libraries:
-                    lib.set_num_threads(1)
+                _state["saved"] = _blas()["get_threads"]()
+                _blas()["set_threads"](1)
             _state["users"] += 1
 
     def __exit__(self, *exc):
         with _lock:
             _state["users"] -= 1
             if _state["users"] == 0:
-                for lib, threads in zip(_blas_libraries(), _state["saved"] or []):
-                    lib.set_num_threads(threads)
+                _blas()["set_threads"](_state["saved"])
 
 
 def usable_cores() -> int:
@@ -224,7 +231,7 @@ def matmul(a, b, xp):
     dtype = np.result_type(a, b)
     if dtype not in _gemms() or a.dtype != dtype or b.dtype != dtype:
         return np.matmul(a, b)  # BLAS's own threads
-    stack = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    stack = a.shape[:-2] if a.shape[:-2] == b.shape[:-2] else np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     threads = min(get_options().num_threads or _CORES, numba.config.NUMBA_NUM_THREADS)
     with _OneBlasThread():
         if rows * columns <= _SMALL_RESULT and inner >= _LONG_INNER:
