@@ -133,7 +133,9 @@ def _gemms():
 
 
 class _OneBlasThread:
-    """NumPy's BLAS on one thread while any portaconv product runs (counted across threads)."""
+    """NumPy's BLAS on one thread while any portaconv product runs (counted across threads); the
+    process's setting comes back after the last one (NumPy products other threads run meanwhile
+    see one BLAS thread)."""
 
     def __enter__(self):
         with _lock:
