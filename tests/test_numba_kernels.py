@@ -252,21 +252,28 @@ def test_relu_grad(shape, dtype):
     ((4000, 288), (288, 64)),  # split by rows
     ((3, 300, 200), (200, 150)),  # a stack, the second operand broadcast
     ((2, 9, 20000), (1, 20000, 32)),  # tiny result, long inner dimension: summed by blocks, stacked
-    ((9, 20001), (20001, 1)),  # a last block shorter than the others
+    ((9, 40001), (40001, 2)),  # a last block shorter than the others
 ])
-def test_matmul_routes(a_shape, b_shape):
-    # Each route the NumPy product takes gives a @ b (to float32 rounding: BLAS's own order).
+@pytest.mark.parametrize("num_threads", [None, 1])
+def test_matmul_routes(a_shape, b_shape, num_threads):
+    # Each route the NumPy product takes gives a @ b (to float32 rounding: BLAS's own order), on
+    # numba's threads and on one.
+    import portaconv
     from portaconv.primitives import numpy_products
 
     rng = np.random.default_rng(7)
     a = rng.standard_normal(a_shape).astype(np.float32)
     b = rng.standard_normal(b_shape).astype(np.float32)
-    got = numpy_products.matmul(a, b, xp)
     want = np.matmul(a.astype(np.float64), b.astype(np.float64))
-    assert got.shape == want.shape and got.dtype == np.float32
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.sqrt(a_shape[-1]))
-    # float64 in, float64 out, tight.
-    np.testing.assert_allclose(numpy_products.matmul(a.astype(np.float64), b.astype(np.float64), xp), want, rtol=1e-12, atol=1e-10)
+    with portaconv.options(num_threads=num_threads):
+        got = numpy_products.matmul(a, b, xp)
+        assert got.shape == want.shape and got.dtype == np.float32 and got.flags.c_contiguous
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.sqrt(a_shape[-1]))
+        # float64 in, float64 out, tight; and an operand BLAS cannot read in place (every other
+        # column of a wider array) goes to np.matmul.
+        np.testing.assert_allclose(numpy_products.matmul(a.astype(np.float64), b.astype(np.float64), xp), want, rtol=1e-12, atol=1e-10)
+        strided = np.repeat(a.astype(np.float64), 2, axis=-1)[..., ::2]
+        np.testing.assert_allclose(numpy_products.matmul(strided, b.astype(np.float64), xp), want, rtol=1e-12, atol=1e-10)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -44,8 +44,9 @@ _MIN_BLOCK = 64
 
 # A product with a result of at most this many elements per matrix and an inner dimension of at
 # least _LONG_INNER (a first layer's weight gradient: 9 × 32 summed over 43 264 pixels) runs faster
-# as a sum of products over blocks of _INNER_BLOCK of the inner dimension, on one thread, than as
-# one BLAS call, threaded or not; larger results gain nothing (measured in docs/performance.md).
+# as a sum of products over blocks of _INNER_BLOCK of the inner dimension than as one BLAS call,
+# threaded or not (each of numba's threads sums its share of the blocks, the shares are added);
+# larger results gain nothing (measured in docs/performance.md).
 _SMALL_RESULT = 512
 _LONG_INNER = 16384
 _INNER_BLOCK = 2048
@@ -182,6 +183,23 @@ def _blocked_gemm(gemm, trans_a, trans_b, m, n, k, one, zero, a_ptrs, lda, b_ptr
                  c_ptrs[s] + lo * c_step, ldc)
 
 
+@njit(parallel=True, cache=True, nogil=True)
+def _inner_blocked_gemm(gemm, trans_a, trans_b, m, n, k, one, a_ptrs, lda, b_ptrs, ldb, c_ptrs, ldc, a_step, b_step, block,
+                        parts, c_part_step):
+    """C[s, part] += A[s] @ B[s] summed over the part's share of the inner blocks of ``block``
+    (in order, one BLAS call with beta = 1 per block), the parts on numba's threads; ``*_step``:
+    bytes from one inner index to the next, ``c_part_step``: bytes from one part's C to the next."""
+    blocks = (k + block - 1) // block
+    for t in prange(a_ptrs.size * parts):
+        s = t // parts
+        part = t - s * parts
+        c = c_ptrs[s] + part * c_part_step
+        for index in range(part * blocks // parts, (part + 1) * blocks // parts):
+            start = index * block
+            gemm(_ROW_MAJOR, trans_a, trans_b, m, n, min(block, k - start), one, a_ptrs[s] + start * a_step, lda,
+                 b_ptrs[s] + start * b_step, ldb, one, c, ldc)
+
+
 def _blas_layout(strides, rows, columns, itemsize):
     """(transposition flag, leading dimension) of a matrix with these byte strides, as NumPy's
     matmul passes it to BLAS (row-major first), or None where BLAS cannot read it in place."""
@@ -237,7 +255,10 @@ def matmul(a, b, xp):
     threads = min(get_options().num_threads or _CORES, numba.config.NUMBA_NUM_THREADS)
     with _OneBlasThread():
         if rows * columns <= _SMALL_RESULT and inner >= _LONG_INNER:
-            return _blocked_inner(a, b)
+            out = _blocked_inner(a, b, stack, dtype, threads)
+            if out is not None:
+                return out
+            return np.matmul(a, b)
         if threads >= 2 and math.prod(stack) * rows * inner * columns >= _MIN_SPLIT_MULTIPLY_ADDS and max(rows, columns) >= 2:
             if numba.get_num_threads() != threads:
                 numba.set_num_threads(threads)
@@ -247,9 +268,26 @@ def matmul(a, b, xp):
         return np.matmul(a, b)
 
 
-def _blocked_inner(a, b):
-    """``a @ b`` summed block by block over the inner dimension (in order, one thread)."""
-    out = np.matmul(a[..., :_INNER_BLOCK], b[..., :_INNER_BLOCK, :])
-    for start in range(_INNER_BLOCK, a.shape[-1], _INNER_BLOCK):
-        out += np.matmul(a[..., start:start + _INNER_BLOCK], b[..., start:start + _INNER_BLOCK, :])
-    return out
+def _blocked_inner(a, b, stack, dtype, parts):
+    """``a @ b`` for a small result and a long inner dimension: each of ``parts`` threads sums its
+    share of the inner blocks of _INNER_BLOCK in order into its own copy of the result, and the
+    copies are added (in order); None where BLAS cannot read an operand in place."""
+    rows, inner, columns = a.shape[-2], a.shape[-1], b.shape[-1]
+    itemsize = dtype.itemsize
+    layout_a = _blas_layout(a.strides[-2:], rows, inner, itemsize)
+    layout_b = _blas_layout(b.strides[-2:], inner, columns, itemsize)
+    if layout_a is None or layout_b is None:
+        return None
+    parts = max(1, min(parts, -(-inner // _INNER_BLOCK)))
+    partial = np.zeros((*stack, parts, rows, columns), dtype=dtype)
+    if parts > 1 and numba.get_num_threads() != parts:
+        numba.set_num_threads(parts)
+    _inner_blocked_gemm(
+        _gemms()[dtype], layout_a[0], layout_b[0], rows, columns, inner, dtype.type(1),
+        _addresses(a, stack), layout_a[1], _addresses(b, stack), layout_b[1], _addresses(partial[..., 0, :, :], stack), columns,
+        a.strides[-1], b.strides[-2], _INNER_BLOCK, parts, partial.strides[-3],
+    )
+    out = partial[..., 0, :, :]
+    for part in range(1, parts):
+        out = out + partial[..., part, :, :]
+    return np.ascontiguousarray(out)
