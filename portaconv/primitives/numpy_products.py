@@ -213,6 +213,19 @@ def _blas_layout(strides, rows, columns, itemsize):
     return None
 
 
+def _layouts(a, b, itemsize):
+    """((flag, leading dimension) of ``a``, of ``b``) for BLAS, or None where one cannot be read in place."""
+    layout_a = _blas_layout(a.strides[-2:], a.shape[-2], a.shape[-1], itemsize)
+    layout_b = _blas_layout(b.strides[-2:], b.shape[-2], b.shape[-1], itemsize)
+    return None if layout_a is None or layout_b is None else (layout_a, layout_b)
+
+
+def _use_threads(count):
+    # numba's thread count is per calling thread; the parallel kernels run on this many.
+    if count > 1 and numba.get_num_threads() != count:
+        numba.set_num_threads(count)
+
+
 def _addresses(array, stack):
     """The address of each matrix of ``array`` broadcast to the stack shape ``stack``, in order."""
     array = np.broadcast_to(array, (*stack, *array.shape[-2:]))
@@ -225,17 +238,17 @@ def _split(a, b, stack, dtype, blocks):
     """``a @ b`` in blocks over numba's threads, or None where BLAS cannot read an operand in place."""
     rows, inner, columns = a.shape[-2], a.shape[-1], b.shape[-1]
     itemsize = dtype.itemsize
-    layout_a = _blas_layout(a.strides[-2:], rows, inner, itemsize)
-    layout_b = _blas_layout(b.strides[-2:], inner, columns, itemsize)
-    if layout_a is None or layout_b is None:
+    layouts = _layouts(a, b, itemsize)
+    if layouts is None:
         return None
+    (trans_a, lda), (trans_b, ldb) = layouts
     out = np.empty((*stack, rows, columns), dtype=dtype)
     by_rows = rows >= columns
     blocks = max(1, min(blocks, (rows if by_rows else columns) // _MIN_BLOCK))
     one, zero = dtype.type(1), dtype.type(0)
     _blocked_gemm(
-        _gemms()[dtype], layout_a[0], layout_b[0], rows, columns, inner, one, zero,
-        _addresses(a, stack), layout_a[1], _addresses(b, stack), layout_b[1], _addresses(out, stack), columns,
+        _gemms()[dtype], trans_a, trans_b, rows, columns, inner, one, zero,
+        _addresses(a, stack), lda, _addresses(b, stack), ldb, _addresses(out, stack), columns,
         by_rows, a.strides[-2], b.strides[-1], out.strides[-2] if by_rows else itemsize, blocks,
     )
     return out
@@ -260,8 +273,7 @@ def matmul(a, b, xp):
                 return out
             return np.matmul(a, b)
         if threads >= 2 and math.prod(stack) * rows * inner * columns >= _MIN_SPLIT_MULTIPLY_ADDS and max(rows, columns) >= 2:
-            if numba.get_num_threads() != threads:
-                numba.set_num_threads(threads)
+            _use_threads(threads)
             out = _split(a, b, stack, dtype, threads)
             if out is not None:
                 return out
@@ -273,18 +285,16 @@ def _blocked_inner(a, b, stack, dtype, parts):
     share of the inner blocks of _INNER_BLOCK in order into its own copy of the result, and the
     copies are added (in order); None where BLAS cannot read an operand in place."""
     rows, inner, columns = a.shape[-2], a.shape[-1], b.shape[-1]
-    itemsize = dtype.itemsize
-    layout_a = _blas_layout(a.strides[-2:], rows, inner, itemsize)
-    layout_b = _blas_layout(b.strides[-2:], inner, columns, itemsize)
-    if layout_a is None or layout_b is None:
+    layouts = _layouts(a, b, dtype.itemsize)
+    if layouts is None:
         return None
+    (trans_a, lda), (trans_b, ldb) = layouts
     parts = max(1, min(parts, -(-inner // _INNER_BLOCK)))
     partial = np.zeros((*stack, parts, rows, columns), dtype=dtype)
-    if parts > 1 and numba.get_num_threads() != parts:
-        numba.set_num_threads(parts)
+    _use_threads(parts)
     _inner_blocked_gemm(
-        _gemms()[dtype], layout_a[0], layout_b[0], rows, columns, inner, dtype.type(1),
-        _addresses(a, stack), layout_a[1], _addresses(b, stack), layout_b[1], _addresses(partial[..., 0, :, :], stack), columns,
+        _gemms()[dtype], trans_a, trans_b, rows, columns, inner, dtype.type(1),
+        _addresses(a, stack), lda, _addresses(b, stack), ldb, _addresses(partial[..., 0, :, :], stack), columns,
         a.strides[-1], b.strides[-2], _INNER_BLOCK, parts, partial.strides[-3],
     )
     out = partial[..., 0, :, :]
