@@ -9,7 +9,8 @@ a pool's worker sleeps between products and takes 60–370 µs to wake on a VM, 
 with numba's workers, which spin after the kernel that ran just before; numba's threads are
 those very workers (docs/performance.md). Each block is the product BLAS computes for that block
 of the result, the same sums as the whole product: bit-identical to ``np.matmul``, which calls the
-same ``cblas_?gemm`` with the same transposition flags.
+same ``cblas_?gemm`` with the same transposition flags (except for a matrix times its own
+transpose, which NumPy hands to ``syrk``; no op here forms one).
 
 NumPy's BLAS is found through threadpoolctl (the library NumPy loaded) by its OpenBLAS symbols
 with 64-bit integers (``scipy_cblas_sgemm64_``, NumPy's wheels; ``cblas_sgemm64_``). Where it is not
