@@ -3,11 +3,10 @@ product split into blocks of rows (or columns) that numba's threads hand to BLAS
 
 Why not BLAS's own threads: OpenBLAS's worker threads keep spinning for a long time after every
 multi-threaded product, and the numba kernels that run next (im2col, col2im, pooling) then share
-a core with a spinning thread; measured, a convolution's kernels ran up to 2× slower after a
-product than before one. Why numba's threads and not a Python thread pool (the previous scheme):
-a pool's worker sleeps between products and takes 60–370 µs to wake on a VM, and then competes
-with numba's workers, which spin after the kernel that ran just before; numba's threads are
-those very workers (docs/performance.md). Each block is the product BLAS computes for that block
+a core with a spinning thread, which slowed them measurably. Why numba's threads and not a Python
+thread pool (the previous scheme): a pool's worker sleeps between products, is slow to wake on a
+VM, and then competes with numba's workers, which spin after the kernel that ran just before;
+numba's threads are those very workers (both measured in docs/performance.md). Each block is the product BLAS computes for that block
 of the result, the same sums as the whole product: bit-identical to ``np.matmul``, which calls the
 same ``cblas_?gemm`` with the same transposition flags (except for a matrix times its own
 transpose, which NumPy hands to ``syrk``; no op here forms one).
@@ -21,6 +20,7 @@ threads.
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 import os
 import threading
@@ -31,10 +31,11 @@ from numba import njit, prange
 
 from .._options import get_options
 from .dispatch import register
+from .numba_kernels import _threads  # numba's thread count from the options, set before a launch
 
 __all__ = ["matmul", "usable_cores"]
 
-# Products with fewer multiply-adds run whole: starting numba's threads costs tens of µs.
+# Products with fewer multiply-adds run whole: starting numba's threads costs more than splitting saves.
 _MIN_SPLIT_MULTIPLY_ADDS = 4_000_000
 # OpenBLAS runs products below this many multiply-adds on one thread by itself (its
 # SMP_THRESHOLD_MIN × GEMM_MULTITHREAD_THRESHOLD): they need no thread setting.
@@ -55,7 +56,7 @@ _INNER_BLOCK = 2048
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
 _lock = threading.Lock()
-_state = {"blas": None, "users": 0, "saved": None}
+_state = {"users": 0, "saved": None}
 
 
 def _forget():
@@ -101,15 +102,15 @@ def _address(function):
 
 def _find_blas():
     """NumPy's OpenBLAS as {"gemm": {dtype: ctypes gemm}, "get_threads": ..., "set_threads": ...},
-    or None where it cannot be found. Its thread count is read and set by direct calls (a few µs
-    less per product than threadpoolctl's, which counts at batch 1)."""
+    or {} where it cannot be found. Its thread count is read and set by direct calls: cheaper per
+    product than threadpoolctl's, which counts at batch 1."""
     path = _numpy_blas_path()
     if path is None:
-        return None
+        return {}
     try:
         library = ctypes.CDLL(path)
     except OSError:
-        return None
+        return {}
     for prefix in ("scipy_", ""):
         names = [f"{prefix}cblas_sgemm64_", f"{prefix}cblas_dgemm64_", f"{prefix}openblas_get_num_threads64_",
                  f"{prefix}openblas_set_num_threads64_"]
@@ -120,13 +121,10 @@ def _find_blas():
             gemm = {np.dtype(np.float32): _gemm_prototype(ctypes.c_float)(_address(sgemm)),
                     np.dtype(np.float64): _gemm_prototype(ctypes.c_double)(_address(dgemm))}
             return {"gemm": gemm, "get_threads": get_threads, "set_threads": set_threads}
-    return None
+    return {}
 
 
-def _blas():
-    if _state["blas"] is None:
-        _state["blas"] = _find_blas() or {}
-    return _state["blas"]
+_blas = functools.cache(_find_blas)
 
 
 def _gemms():
@@ -221,18 +219,13 @@ def _layouts(a, b, itemsize):
     return None if layout_a is None or layout_b is None else (layout_a, layout_b)
 
 
-def _use_threads(count):
-    # numba's thread count is per calling thread; the parallel kernels run on this many.
-    if count > 1 and numba.get_num_threads() != count:
-        numba.set_num_threads(count)
-
-
 def _addresses(array, stack):
     """The address of each matrix of ``array`` broadcast to the stack shape ``stack``, in order."""
     array = np.broadcast_to(array, (*stack, *array.shape[-2:]))
-    base = array.ctypes.data
-    offsets = [sum(i * step for i, step in zip(index, array.strides)) for index in np.ndindex(*stack)] if stack else [0]
-    return np.asarray(offsets, dtype=np.int64) + base
+    offsets = np.zeros(stack, dtype=np.int64)
+    for axis, (size, step) in enumerate(zip(stack, array.strides)):
+        offsets = offsets + np.arange(size, dtype=np.int64).reshape([size if i == axis else 1 for i in range(len(stack))]) * step
+    return offsets.reshape(-1) + array.ctypes.data
 
 
 def _split(a, b, stack, dtype, blocks):
@@ -268,17 +261,13 @@ def matmul(a, b, xp):
     stack = a.shape[:-2] if a.shape[:-2] == b.shape[:-2] else np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     threads = min(get_options().num_threads or _CORES, numba.config.NUMBA_NUM_THREADS)
     with _OneBlasThread():
+        out = None  # None: a route that does not apply, or an operand BLAS cannot read in place
         if rows * columns <= _SMALL_RESULT and inner >= _LONG_INNER:
             out = _blocked_inner(a, b, stack, dtype, threads)
-            if out is not None:
-                return out
-            return np.matmul(a, b)
-        if threads >= 2 and math.prod(stack) * rows * inner * columns >= _MIN_SPLIT_MULTIPLY_ADDS and max(rows, columns) >= 2:
-            _use_threads(threads)
+        elif threads >= 2 and math.prod(stack) * rows * inner * columns >= _MIN_SPLIT_MULTIPLY_ADDS and max(rows, columns) >= 2:
+            _threads()
             out = _split(a, b, stack, dtype, threads)
-            if out is not None:
-                return out
-        return np.matmul(a, b)
+        return np.matmul(a, b) if out is None else out
 
 
 def _blocked_inner(a, b, stack, dtype, parts):
@@ -292,7 +281,7 @@ def _blocked_inner(a, b, stack, dtype, parts):
     (trans_a, lda), (trans_b, ldb) = layouts
     parts = max(1, min(parts, -(-inner // _INNER_BLOCK)))
     partial = np.zeros((*stack, parts, rows, columns), dtype=dtype)
-    _use_threads(parts)
+    _threads()
     _inner_blocked_gemm(
         _gemms()[dtype], trans_a, trans_b, rows, columns, inner, dtype.type(1),
         _addresses(a, stack), lda, _addresses(b, stack), ldb, _addresses(partial[..., 0, :, :], stack), columns,
