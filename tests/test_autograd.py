@@ -167,13 +167,17 @@ def test_first_layer_input_gradient_is_not_computed(monkeypatch):
 
 
 def test_a_frozen_weight_keeps_no_columns():
-    """The graph keeps conv2d's column matrix only when the weight's gradient is wanted: a frozen
+    """The graph keeps conv2d's column matrix (on the composed im2col route: the NumPy kernels fuse
+    im2col into the products and keep none) only when the weight's gradient is wanted: a frozen
     layer (transfer learning) holds no im2col buffer until the backward; its input gradient is
     the explicit backward's."""
     rng = np.random.default_rng(1)
     x0, w0, g0 = rng.standard_normal((2, 3, 9, 9)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal((2, 4, 9, 9))
     forward = F.conv2d.rule.vjp_forward
     with portaconv.options(algorithm="im2col"):
+        _, (_, fused) = forward((True, True, False), x0, w0, None, 1, 1)
+        assert fused == {}  # the NumPy kernel computes the columns block by block, in the cache
+    with portaconv.options(algorithm="im2col", kernels="reference"):
         _, (_, frozen) = forward((True, False, False), x0, w0, None, 1, 1)
         _, (_, trained) = forward((True, True, False), x0, w0, None, 1, 1)
         assert frozen is None and len(trained) == 1  # the one column buffer, for the weight gradient
@@ -187,20 +191,22 @@ def test_a_frozen_weight_keeps_no_columns():
 def test_forward_columns_serve_the_weight_gradient(monkeypatch, limit):
     """Training keeps conv2d's im2col matrix for the weight gradient (one im2col per layer per
     step) when it is one buffer under the workspace limit; a tiled convolution recomputes its
-    tiles. Either way the gradients are the explicit backward's."""
-    from portaconv import primitives
+    tiles. Either way the gradients are the explicit backward's. (The composed im2col route: the
+    NumPy kernels fuse im2col into the products.)"""
+    from portaconv.primitives import dispatch, reference
 
     calls = []
-    original = primitives.im2col
+    original = reference.im2col
 
     def counting(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(primitives, "im2col", counting)
+    monkeypatch.setattr(reference, "im2col", counting)
+    monkeypatch.setattr(dispatch, "_CHOSEN", {})  # the dispatch memoizes the functions it found
     rng = np.random.default_rng(0)
     x0, w0, g0 = rng.standard_normal((2, 3, 9, 9)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal((2, 4, 9, 9))
-    with portaconv.options(workspace_limit=limit, algorithm="im2col"):
+    with portaconv.options(workspace_limit=limit, algorithm="im2col", kernels="reference"):
         w = Tensor(w0, requires_grad=True)
         F.conv2d(x0, w, padding=1).backward(g0)
         forward_and_backward = len(calls)

@@ -300,3 +300,105 @@ def test_split_product_gives_numpys_bits(a_shape, b_shape, layout, dtype):
     got = numpy_products.matmul(a, b, xp)
     assert got.flags.c_contiguous
     assert np.array_equal(got, np.matmul(a, b))
+
+
+# ---- the fused convolutions (numba_conv) ---------------------------------------------------------
+
+
+def _conv_cases(seed):
+    """(x shape, Window, out channels, groups): the random geometries, with groups where the
+    channels allow, plus "same" 3×3 convolutions (the contiguous-run path), the last large enough
+    for the parallel builds."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for shape, w in _geometries(seed, dilate=True):
+        groups = int(rng.choice([g for g in (1, 2, 3) if shape[1] % g == 0]))
+        cases.append((shape, w, groups * int(rng.integers(1, 4)), groups))
+    for n, c, size, k, groups in [(3, 8, 13, 16, 1), (2, 6, 30, 9, 3), (1, 16, 64, 8, 2)]:
+        cases.append(((n, c, size, size), Window(3, 3, 1, 1, 1, 1, 1, 1, size, size), k, groups))
+    return cases
+
+
+def _check_conv(got, want, kind, dtype):
+    """Bit for bit on small integers (every sum exact in any order: a test of the indexing and of
+    NaN/inf), else to the dtype's rounding (the fused kernels sum in blocks)."""
+    if kind == "normal":
+        np.testing.assert_allclose(got, want, rtol=0, atol=(1e-4 if dtype == "float32" else 1e-12) * max(1.0, np.abs(want).max(initial=0)))
+        assert got.shape == want.shape and got.dtype == want.dtype
+    else:
+        _same(got, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("limit", [None, 1], ids=["blocks", "one-row-blocks"])
+def test_conv_im2col_forward_and_backward(dtype, limit):
+    """The fused forward and backward against the composed reference (im2col, matmul, to_nchw,
+    col2im): inputs, weights, biases and gradients with NaN, ±inf and −0.0, blocks of many
+    output rows or (a workspace limit of one byte) of one row each."""
+    import portaconv
+    from portaconv.primitives import numba_conv as nc
+
+    rng = np.random.default_rng(7)
+    options = {} if limit is None else {"workspace_limit": limit}
+    for shape, w, out_channels, groups in _conv_cases(8):
+        kind = str(rng.choice(KINDS))
+        x = _values(rng, shape, dtype, kind)
+        weight = _values(rng, (out_channels, shape[1] // groups, w.kh, w.kw), dtype, kind)
+        bias = _values(rng, (out_channels,), dtype, kind) if rng.random() < 0.7 else None
+        grad = _values(rng, (shape[0], out_channels, w.oh, w.ow), dtype, kind)
+        with portaconv.options(reference=True):
+            want_out, _ = ref.conv_im2col(x, weight, bias, w, groups, xp)
+            want = ref.conv_im2col_backward(grad, x, weight, w, groups, shape, xp)
+        with portaconv.options(**options):
+            out, kept = nc.conv_im2col(x, weight, bias, w, groups, xp, keep=True)
+            got = nc.conv_im2col_backward(grad, x, weight, w, groups, shape, xp)
+            only_input = nc.conv_im2col_backward(grad, None, weight, w, groups, shape, xp, weight_grad=False)
+            only_weight = nc.conv_im2col_backward(grad, x, None, w, groups, shape, xp, input_grad=False)
+        assert only_input[1] is None and only_weight[0] is None
+        _check_conv(out, want_out, kind, dtype)
+        for got_grad, want_grad in zip(got, want):
+            _check_conv(got_grad, want_grad, kind, dtype)
+        _check_conv(only_input[0], want[0], kind, dtype)
+        _check_conv(only_weight[1], want[1], kind, dtype)
+
+
+def test_conv_im2col_threads_share_the_work():
+    """The parallel builds (batch and planes above dispatch.PARALLEL_MIN_ELEMENTS) on one thread and
+    on numba's threads: the forward gives the same bits, the backward the same gradients up to
+    the order in which the threads' weight-gradient copies are added."""
+    import portaconv
+    from portaconv.primitives import dispatch, numba_conv as nc
+
+    for name in nc.__all__:
+        assert dispatch.implementation(name, xp, np.dtype("float64")) is getattr(nc, name)
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((5, 8, 48, 48))
+    weight, grad = rng.standard_normal((6, 8, 3, 3)), rng.standard_normal((5, 6, 48, 48))
+    w = Window(3, 3, 1, 1, 1, 1, 1, 1, 48, 48)
+    assert x.size >= PARALLEL_MIN_ELEMENTS
+    with portaconv.options(num_threads=1):
+        one = nc.conv_im2col(x, weight, None, w, 1, xp)[0], nc.conv_im2col_backward(grad, x, weight, w, 1, x.shape, xp)
+    many = nc.conv_im2col(x, weight, None, w, 1, xp)[0], nc.conv_im2col_backward(grad, x, weight, w, 1, x.shape, xp)
+    _same(many[0], one[0])
+    _same(many[1][0], one[1][0])  # each image on one thread: the same adds in the same order
+    np.testing.assert_allclose(many[1][1], one[1][1], rtol=1e-12)
+
+
+def test_conv_im2col_keeps_no_columns_and_reads_strided_inputs():
+    """The fused forward never materializes the column matrix (``keep`` gives None) and reads
+    non-contiguous inputs, weights and gradients."""
+    from portaconv.primitives import numba_conv as nc
+
+    rng = np.random.default_rng(10)
+    x = np.swapaxes(rng.standard_normal((4, 3, 9, 9)), 0, 1)  # (3, 4, 9, 9), strided
+    weight = np.swapaxes(rng.standard_normal((4, 5, 3, 3)), 0, 1)  # (5, 4, 3, 3)
+    w = Window(3, 3, 2, 2, 1, 1, 0, 0, 4, 4)
+    grad = np.swapaxes(rng.standard_normal((5, 3, 4, 4)), 0, 1)  # (3, 5, 4, 4), strided
+    out, kept = nc.conv_im2col(x, weight, None, w, 1, xp, keep=True)
+    assert kept is None
+    want, _ = ref.conv_im2col(np.ascontiguousarray(x), np.ascontiguousarray(weight), None, w, 1, xp)
+    np.testing.assert_allclose(out, want, rtol=1e-13, atol=1e-13)
+    got = nc.conv_im2col_backward(grad, x, weight, w, 1, x.shape, xp)
+    expected = ref.conv_im2col_backward(grad, np.ascontiguousarray(x), np.ascontiguousarray(weight), w, 1, x.shape, xp)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, rtol=1e-13, atol=1e-13)

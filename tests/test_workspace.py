@@ -129,14 +129,17 @@ _MEMORY_CASES = {
 
 
 @functools.lru_cache(maxsize=None)
-def _measure(name):
+def _measure(name, kernels="reference"):
     """The case's float32 (input, weight, output gradient), and the results and peak bytes of
-    conv2d + conv2d_backward tiled under the case's limit and untiled."""
+    conv2d + conv2d_backward tiled under the case's limit and untiled. ``kernels="reference"``:
+    the composed im2col route, whose column buffers the limit bounds (the NumPy kernels fuse
+    im2col into the products and allocate no column matrix: see
+    test_fused_convolution_allocates_no_column_matrix)."""
     shape, weight_shape, params, algorithm, limit, _ = _MEMORY_CASES[name]
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shape).astype(np.float32)
     w = rng.standard_normal(weight_shape).astype(np.float32)
-    with portaconv.options(algorithm=algorithm):
+    with portaconv.options(algorithm=algorithm, kernels=kernels):
         g = rng.standard_normal(tuple(F.conv2d(x, w, **params).shape)).astype(np.float32)
 
         def run():
@@ -161,18 +164,38 @@ def _torch_results(torch, x, w, g, params):
     return out.detach().numpy(), tx.grad.numpy(), tw.grad.numpy()
 
 
+@pytest.mark.parametrize("kernels", ["reference", "auto"])
 @pytest.mark.parametrize("name", list(_MEMORY_CASES))
-def test_tiled_results_equal_untiled_and_torch(torch, name):
+def test_tiled_results_equal_untiled_and_torch(torch, name, kernels):
     shape, weight_shape, params, algorithm, limit, expected_tiles = _MEMORY_CASES[name]
     if expected_tiles is not None:  # the case really tiles the way its name says
         window = Window(*weight_shape[2:], 1, 1, 1, 1, params.get("padding", 0), params.get("padding", 0), *_output(shape, weight_shape, params))
         with portaconv.options(workspace_limit=limit):
             assert dispatch.conv_tiles(shape[0], shape[1], window, 4) == expected_tiles
-    (x, w, g), tiled, _, untiled, _ = _measure(name)
+    (x, w, g), tiled, _, untiled, _ = _measure(name, kernels)
     expected = _torch_results(torch, x, w, g, params)
     for what, a, b, c in zip(("output", "grad_input", "grad_weight"), tiled, untiled, expected):
         assert_close(a, b, dtype="float32", what=f"{name}: tiled vs untiled {what}")
         assert_close(a, c, dtype="float32", what=f"{name}: tiled vs torch {what}")
+
+
+@pytest.mark.parametrize("name", [name for name, case in _MEMORY_CASES.items() if case[3] != "winograd"])
+def test_fused_convolution_allocates_no_column_matrix(name):
+    """The NumPy kernels' fused convolution, untiled (no workspace limit), allocates the results,
+    the slack of test_peak_memory_is_bounded, and per thread a block's columns and its product or
+    gathered gradient (about dispatch.CONV_BLOCK_BYTES each, one output row's columns at least):
+    not the column matrix that the composed route needs (tens of MB here)."""
+    import numba
+
+    pytest.importorskip("numba")
+    shape, weight_shape, params, _, _, _ = _MEMORY_CASES[name]
+    (x, w, g), _, _, _, untiled_peak = _measure(name, "auto")
+    _, _, _, _, composed_peak = _measure(name, "reference")
+    kh, kw = weight_shape[2:]
+    per_row = shape[1] * kh * kw * _output(shape, weight_shape, params)[1] * 4
+    blocks = numba.get_num_threads() * 2 * max(dispatch.CONV_BLOCK_BYTES, per_row)
+    bound = x.nbytes + g.nbytes + w.nbytes + 2 * x.nbytes + g.nbytes + w.nbytes + (64 << 10) + blocks
+    assert untiled_peak <= bound < composed_peak, (name, untiled_peak, bound, composed_peak)
 
 
 def _output(shape, weight_shape, params):
@@ -189,11 +212,14 @@ def _output(shape, weight_shape, params):
 def test_peak_memory_is_bounded(name):
     """With ``options(workspace_limit=L)`` conv2d + conv2d_backward allocate at most their results
     (input, output and weight sizes), two column buffers of at most L each (the backward's columns
-    and the input gradient's columns), and a small slack: the input gradient's running sum and its
+    and the input gradient's columns, or the fused convolution's block buffers), and a small slack: the input gradient's running sum and its
     next part (2 input sizes), the output's tiles before they are joined (1 output size), the
     weight gradient's partial sums (1 weight size) and 64 KiB of small objects."""
-    _, _, _, _, limit, _ = _MEMORY_CASES[name]
-    (x, w, g), _, tiled_peak, _, untiled_peak = _measure(name)
+    _, _, _, algorithm, limit, _ = _MEMORY_CASES[name]
+    # The defaults (the NumPy kernels: the fused convolution's block buffers obey the limit too);
+    # the composed route's untiled run shows what the case needs without the limit.
+    (x, w, g), _, tiled_peak, _, _ = _measure(name, "auto")
+    untiled_peak = _measure(name, "auto" if algorithm == "winograd" else "reference")[-1]
     input_bytes, output_bytes, weight_bytes = x.nbytes, g.nbytes, w.nbytes
     results = input_bytes + output_bytes + weight_bytes
     slack = 2 * input_bytes + output_bytes + weight_bytes + (64 << 10)

@@ -144,11 +144,6 @@ def _kernel_rows(weight, i0, i1):
     return weight if (i0, i1) == (0, weight.shape[2]) else weight[:, :, i0:i1, :]
 
 
-def _per_group(matrix, groups, xp):
-    """(G·p, q) → (G, p, q): one matrix per group."""
-    return xp.reshape(matrix, (groups, matrix.shape[0] // groups, matrix.shape[1]))
-
-
 def _join(parts, axis, xp):
     return parts[0] if len(parts) == 1 else xp.concat(parts, axis=axis)
 
@@ -157,35 +152,31 @@ def _accumulate(total, term):
     return term if total is None else total + term
 
 
-def _as_matrix(grad, xp):
-    """(n, K, rows, ow) gradient → (K, n·rows·ow), the layout of the columns."""
-    return xp.reshape(xp.permute_dims(grad, (1, 0, 2, 3)), (grad.shape[1], -1))
-
-
 def _im2col_conv(x, weight, bias, window: Window, groups, xp, *, keep=None):
-    """(N, C, H, W) → (N, K, oh, ow): per tile, ``weight (K, C·kh·kw) @ im2col(x)`` per group
-    (kernel-row blocks summed), then into NCHW with the bias.
+    """(N, C, H, W) → (N, K, oh, ow): per tile, the im2col convolution of its images and output
+    rows (kernel-row blocks summed, then the bias), joined.
 
     ``keep`` (a dict): when the whole convolution is one tile, its column matrix is stored there
-    under the tile's key, for the weight gradient (autograd keeps it in the graph node)."""
+    under the tile's key, for the weight gradient (autograd keeps it in the graph node), if the
+    implementation built one."""
     batch, channels = x.shape[:2]
-    out_channels = weight.shape[0]
     batches = {}
     tiles = list(_tiles(batch, channels, window, _itemsize(xp, x.dtype)))
     for n0, n1, r0, r1, blocks in tiles:
         images, rows_window = x[n0:n1, ...], window.output_rows(r0, r1)
-        product = None
+        whole = len(blocks) == 1
+        out = None
         for i0, i1 in blocks:
-            w = _kernel_rows(weight, i0, i1)
-            cols = P.im2col(images, rows_window.kernel_rows(i0, i1), xp)
-            w_matrix = xp.reshape(w, (out_channels, -1))
-            term = P.matmul(_per_group(w_matrix, groups, xp), _per_group(cols, groups, xp), xp)
-            if keep is not None and len(tiles) == 1 and len(blocks) == 1:
+            term, cols = P.conv_im2col(
+                images, _kernel_rows(weight, i0, i1), bias if whole else None, rows_window.kernel_rows(i0, i1), groups, xp,
+                keep=keep is not None and len(tiles) == 1 and whole,
+            )
+            if cols is not None:
                 keep[(n0, n1, r0, r1, i0, i1)] = cols  # one buffer, under the workspace limit
             del cols  # one column buffer alive at a time: the workspace bound
-            product = _accumulate(product, xp.reshape(term, (out_channels, -1)))
+            out = _accumulate(out, term)
             del term
-        batches.setdefault(n0, []).append(P.to_nchw(product, bias, (n1 - n0, out_channels, r1 - r0, window.ow), xp))
+        batches.setdefault(n0, []).append(out if whole else _add_bias(out, bias, xp))
     return _join([_join(rows, 2, xp) for rows in batches.values()], 0, xp)
 
 
@@ -195,39 +186,25 @@ def _im2col_gradients(grad, x, weight, window: Window, groups, xp, *, input_grad
     input's (N, C, H, W) and the weight's shape comes from ``weight``). ``columns``: im2col(x)
     matrices the forward kept, by tile key; a tile found there is not computed again."""
     batch, channels, height, width = x.shape if x is not None else shape[:4]
-    out_channels, group_channels, kh, kw = weight.shape if weight is not None else shape[4:]
     weight_blocks, input_batches = {}, {}
-    dtype = grad.dtype
-    for n0, n1, r0, r1, blocks in _tiles(batch, channels, window, _itemsize(xp, dtype)):
-        grad_matrix = _per_group(_as_matrix(grad[n0:n1, :, r0:r1, :], xp), groups, xp)  # (G, K/G, m)
+    for n0, n1, r0, r1, blocks in _tiles(batch, channels, window, _itemsize(xp, grad.dtype)):
+        grad_tile = grad[n0:n1, :, r0:r1, :]
         rows_window = window.output_rows(r0, r1)
         for i0, i1 in blocks:
-            tile_window = rows_window.kernel_rows(i0, i1)
+            cols = (columns or {}).pop((n0, n1, r0, r1, i0, i1), None) if weight_grad else None
+            part, weight_part = P.conv_im2col_backward(
+                grad_tile, None if x is None else x[n0:n1, ...], None if weight is None else _kernel_rows(weight, i0, i1),
+                rows_window.kernel_rows(i0, i1), groups, (n1 - n0, channels, height, width), xp,
+                input_grad=input_grad, weight_grad=weight_grad, columns=cols,
+            )
+            del cols  # one column buffer alive at a time: the workspace bound
             if weight_grad:
-                # Summed as its transpose, cols · gradᵀ (G, C/G·kh'·kw, K/G): the product OpenBLAS
-                # runs fastest with this long inner dimension (docs/performance.md).
-                cols = (columns or {}).pop((n0, n1, r0, r1, i0, i1), None)
-                if cols is None:
-                    cols = P.im2col(x[n0:n1, ...], tile_window, xp)
-                cols = _per_group(cols, groups, xp)
-                weight_blocks[i0] = _accumulate(weight_blocks.get(i0), P.matmul(cols, xp.matrix_transpose(grad_matrix), xp))
-                del cols  # one column buffer alive at a time: the workspace bound
+                weight_blocks[i0] = _accumulate(weight_blocks.get(i0), weight_part)
             if input_grad:
-                w_matrix = _per_group(xp.reshape(_kernel_rows(weight, i0, i1), (out_channels, -1)), groups, xp)
-                grad_cols = xp.reshape(P.matmul(xp.matrix_transpose(w_matrix), grad_matrix, xp), (channels * (i1 - i0) * kw, -1))
-                del w_matrix
-                part = P.col2im(grad_cols, (n1 - n0, channels, height, width), tile_window, xp)
-                del grad_cols
                 input_batches[n0] = _accumulate(input_batches.get(n0), part)
-                del part
+            del part, weight_part
     grad_input = _join(list(input_batches.values()), 0, xp) if input_grad else None
-    grad_weight = None
-    if weight_grad:
-        parts = [
-            xp.reshape(xp.permute_dims(total, (0, 2, 1)), (out_channels, group_channels, total.shape[1] // (group_channels * kw), kw))
-            for total in weight_blocks.values()
-        ]
-        grad_weight = _join(parts, 2, xp)
+    grad_weight = _join(list(weight_blocks.values()), 2, xp) if weight_grad else None
     return grad_input, grad_weight
 
 

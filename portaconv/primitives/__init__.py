@@ -25,6 +25,8 @@ __all__ = [
     "to_nchw",
     "matmul",
     "relu_grad",
+    "conv_im2col",
+    "conv_im2col_backward",
 ]
 
 
@@ -97,3 +99,13 @@ def winograd_output(m, bias, shape, window, xp):
 
 def winograd_output_adjoint(grad, window, xp):
     return _implementation("winograd_output_adjoint", xp, grad.dtype)(grad, window, xp)
+
+
+def conv_im2col(x, weight, bias, window, groups, xp, *, keep=False):
+    return _implementation("conv_im2col", xp, x.dtype)(x, weight, bias, window, groups, xp, keep=keep)
+
+
+def conv_im2col_backward(grad, x, weight, window, groups, input_shape, xp, *, input_grad=True, weight_grad=True, columns=None):
+    return _implementation("conv_im2col_backward", xp, grad.dtype)(
+        grad, x, weight, window, groups, input_shape, xp, input_grad=input_grad, weight_grad=weight_grad, columns=columns
+    )

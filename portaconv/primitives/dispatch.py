@@ -24,7 +24,7 @@ from .._options import get_options
 from . import reference
 from .window import Window
 
-__all__ = ["register", "implementation", "family", "conv_algorithm", "grad_input_method", "conv_tiles"]
+__all__ = ["register", "implementation", "family", "conv_algorithm", "grad_input_method", "conv_tiles", "conv_blocks"]
 
 _KERNELS: dict = {}
 _LOADED: dict = {}
@@ -139,6 +139,29 @@ def grad_input_method() -> str:
 # The NumPy kernels run serially below this many elements in their largest array: starting
 # numba's threads costs about as much as a serial pass over this many elements (docs/performance.md).
 PARALLEL_MIN_ELEMENTS = 65536
+
+# ---- fused convolutions -----------------------------------------------------------------------
+
+# The NumPy family's fused convolution (numba_conv) fills one block's columns per thread at a time:
+# a block's buffer of about this many bytes stays in a core's L2 cache (2 MiB on the machines
+# measured), and the BLAS call on it is large enough to run near BLAS's full speed (block sizes
+# measured in docs/performance.md).
+CONV_BLOCK_BYTES = 1 << 20
+
+
+def conv_blocks(bytes_per_row: int, oh: int, batch: int, threads: int) -> tuple[int, int]:
+    """(images, output rows) per block of the fused convolution, whose columns and products (or
+    gathered gradients) take ``bytes_per_row`` per output row: about CONV_BLOCK_BYTES, and the threads' buffers together
+    under ``workspace_limit``. Rows of one image where an image is larger, else whole images,
+    as many as fit but no fewer blocks than threads."""
+    budget = min(CONV_BLOCK_BYTES, get_options().workspace_limit // max(threads, 1))
+    rows = max(1, budget // max(bytes_per_row, 1))
+    if rows < oh:
+        return 1, rows
+    images = max(1, min(rows // oh, batch // max(threads, 1)))
+    rounds = -(-batch // (images * threads))  # blocks per thread; then the images spread evenly
+    return max(1, -(-batch // (rounds * threads))), oh
+
 
 # ---- pooling windows ---------------------------------------------------------------------------
 

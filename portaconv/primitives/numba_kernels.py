@@ -655,4 +655,4 @@ def relu_grad(grad, x, xp):
     return out
 
 
-from . import numba_winograd, numpy_products  # noqa: E402,F401  (register the Winograd kernels and the products)
+from . import numba_conv, numba_winograd, numpy_products  # noqa: E402,F401  (register the fused convolutions, the Winograd kernels, the products)

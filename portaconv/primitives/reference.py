@@ -28,6 +28,8 @@ __all__ = [
     "to_nchw",
     "matmul",
     "relu_grad",
+    "conv_im2col",
+    "conv_im2col_backward",
 ]
 
 
@@ -177,6 +179,66 @@ def to_nchw(y, bias, shape, xp):
     if bias is not None:
         out = out + xp.reshape(bias, (1, k, 1, 1))
     return out
+
+
+# ---- convolution by im2col: composed of the primitives above --------------------------------------
+# These two compose im2col, matmul, to_nchw and col2im, each called through the dispatch (so a
+# family's kernels for them run here too; under ``options(reference=True)`` all are the
+# references above). A family may register one fused kernel for the whole composition instead.
+
+
+def _dispatched(name, xp, dtype):
+    from .dispatch import implementation  # the dispatch imports this module
+
+    return implementation(name, xp, dtype)
+
+
+def _per_group(matrix, groups, xp):
+    """(G·p, q) → (G, p, q): one matrix per group."""
+    return xp.reshape(matrix, (groups, matrix.shape[0] // groups, matrix.shape[1]))
+
+
+def conv_im2col(x, weight, bias, w: Window, groups, xp, *, keep=False):
+    """conv2d by im2col: ``weight (K, C/G·kh·kw) @ im2col(x)`` per group, as the (N, K, oh, ow)
+    output plus ``bias``; and, with ``keep``, the column matrix (for the weight gradient), else None.
+
+    (N, C, H, W), (K, C/G, kh, kw), (K,) or None → ((N, K, oh, ow), (C·kh·kw, N·oh·ow) or None)."""
+    n, out_channels = x.shape[0], weight.shape[0]
+    cols = _dispatched("im2col", xp, x.dtype)(x, w, xp)
+    w_matrix = xp.reshape(weight, (out_channels, weight.shape[1] * w.taps))
+    product = _dispatched("matmul", xp, x.dtype)(_per_group(w_matrix, groups, xp), _per_group(cols, groups, xp), xp)
+    product = xp.reshape(product, (out_channels, n * w.oh * w.ow))
+    out = _dispatched("to_nchw", xp, x.dtype)(product, bias, (n, out_channels, w.oh, w.ow), xp)
+    return out, (cols if keep else None)
+
+
+def conv_im2col_backward(grad, x, weight, w: Window, groups, input_shape, xp, *, input_grad=True, weight_grad=True, columns=None):
+    """conv2d's input gradient ``col2im(weightᵀ @ grad)`` and weight gradient ``grad @ im2col(x)ᵀ``
+    (per group), as (grad_input or None, grad_weight or None); ``x`` may be None without
+    ``weight_grad`` or when ``columns`` (the forward's kept im2col(x)) is given, ``weight`` None
+    without ``input_grad``.
+
+    grad (N, K, oh, ow), x of ``input_shape`` (N, C, H, W) → ((N, C, H, W), (K, C/G, kh, kw))."""
+    n, channels = input_shape[:2]
+    out_channels = grad.shape[1]
+    pixels = n * w.oh * w.ow
+    grad_matrix = xp.reshape(xp.permute_dims(grad, (1, 0, 2, 3)), (out_channels, pixels))  # the columns' layout
+    grad_matrix = _per_group(grad_matrix, groups, xp)  # (G, K/G, N·oh·ow)
+    matmul = _dispatched("matmul", xp, grad.dtype)
+    grad_input = grad_weight = None
+    if weight_grad:
+        cols = columns if columns is not None else _dispatched("im2col", xp, grad.dtype)(x, w, xp)
+        # Summed as its transpose, cols · gradᵀ (G, C/G·kh·kw, K/G): the product OpenBLAS runs
+        # fastest with this long inner dimension (docs/performance.md).
+        total = matmul(_per_group(cols, groups, xp), xp.matrix_transpose(grad_matrix), xp)
+        grad_weight = xp.reshape(xp.permute_dims(total, (0, 2, 1)), (out_channels, channels // groups, w.kh, w.kw))
+    if input_grad:
+        w_matrix = _per_group(xp.reshape(weight, (out_channels, channels // groups * w.taps)), groups, xp)
+        grad_cols = xp.reshape(matmul(xp.matrix_transpose(w_matrix), grad_matrix, xp), (channels * w.taps, pixels))
+        grad_input = _dispatched("col2im", xp, grad.dtype)(grad_cols, tuple(input_shape), w, xp)
+    return grad_input, grad_weight
+
+
 from .winograd_reference import *  # noqa: E402,F401,F403
 
 

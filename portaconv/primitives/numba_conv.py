@@ -1,0 +1,377 @@
+"""The NumPy family's convolution kernels: im2col and the products in one pass, block by block.
+
+:func:`~portaconv.primitives.reference.conv_im2col` (and its backward) compose im2col, the matrix
+products and to_nchw (col2im) over whole column matrices: the column matrix (C·kh·kw × N·oh·ow,
+often larger than the input by the kernel's area) is written to memory, read back by the product,
+and the product's (K, N·oh·ow) result is copied once more into NCHW. Here each of numba's threads
+takes one block at a time (output rows of one image, or several whole images where an image is
+small: :func:`~portaconv.primitives.dispatch.conv_blocks`), writes the block's columns into a
+buffer of its own small enough to stay in the core's L2 cache, and hands it to NumPy's BLAS
+(``cblas_?gemm`` through the pointer :mod:`~portaconv.primitives.numpy_products` finds), which
+reads it from the cache. A block of one image's rows is written straight into the NCHW result (a
+leading dimension of oh·ow does it: the rows of one image's output channels are oh·ow apart); a
+block of several images goes through a (K, images·oh·ow) buffer, so that BLAS gets one product
+wide enough to run at full speed rather than one per small image.
+
+* Forward: ``out[n, k, block] = W_g (K/G × C/G·kh·kw) @ columns(block)`` per group g, then the
+  bias. Each output is one BLAS dot product over the same C·kh·kw terms as in the whole product;
+  mostly the reference's bits, but BLAS may round a block's product differently from the whole
+  one's (OpenBLAS's small-matrix kernels do, in float64).
+* Backward (a thread owns whole images, so the col2im adds do not race; a block of several images
+  first gathers their gradients into one (K, images·oh·ow) matrix): ``W_gᵀ @ grad[block]``
+  (C/G·kh·kw × block) is added back into the images' input gradient (col2im, each tap's rows in
+  tap order), and each thread sums ``grad[block] @ columns(block)ᵀ`` into its own copy of the
+  weight gradient (BLAS with beta = 1), the copies added in thread order. A pixel's taps from
+  different blocks, and the weight gradient's sum over pixels, are added in another order than
+  the reference's.
+
+Hence equal to the reference within the dtype's rounding, not bit for bit (tested that way, and
+bit for bit on sums that are exact in any order, which checks the indexing and NaN/inf).
+
+Geometry as in :mod:`~portaconv.primitives.numba_kernels` (the same tap tables). The common case,
+stride 1 with an output as wide as the input ("same" padding) and no input dilation, copies (and
+adds) one tap's rows as one contiguous run and mends the padding columns after; the rest goes row
+by row.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from . import reference
+from .dispatch import PARALLEL_MIN_ELEMENTS, conv_blocks, register
+from .numba_kernels import _Kernel, _geometry, _ranges, _table, _threads
+from . import numpy_products  # (imported in either order with numba_kernels: attributes read at call time)
+
+__all__ = ["conv_im2col", "conv_im2col_backward"]
+
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+
+
+@njit(inline="always")
+def _contiguous(sh, sw, lh, lw, ow, width):
+    """Whether one tap's output rows read input rows as one contiguous run of the plane."""
+    return sh == 1 and sw == 1 and lh == 1 and lw == 1 and ow == width
+
+
+@njit(inline="always")
+def _tap(row, taps, kw):
+    c = row // taps
+    k = row - c * taps
+    i = k // kw
+    return c, i, k - i * kw
+
+
+@njit(inline="always")
+def _fill_columns(xs, xb, c_, h_, w_, kh, kw, sw, dw, left, a0, a1, ow, lw, rtab, ctab, lo, hi, rlo, rhi, run, buf, pb, col0):
+    """``buf[(c, i, j)·pb + col0 + (a − a0)·ow + b]`` = im2col's entry for output rows a0:a1 of the
+    image at ``xs[xb:]`` (zero on the padding)."""
+    taps = kh * kw
+    hw = h_ * w_
+    for row in range(c_ * taps):
+        c, i, j = _tap(row, taps, kw)
+        blo = lo[j]
+        bhi = hi[j]
+        u0 = j * dw - left
+        base = xb + c * hw
+        rb = row * pb + col0 - a0 * ow  # buf index of (row, a, b): rb + a·ow + b
+        if run:
+            alo = max(a0, rlo[i])
+            ahi = min(a1, rhi[i])
+            if alo < ahi:
+                shift = base + rtab[i, alo] * w_ - alo * ow + u0 - rb  # input index − buf index
+                for d in range(rb + alo * ow + blo, rb + (ahi - 1) * ow + bhi):
+                    buf[np.uint64(d)] = xs[np.uint64(d + shift)]
+            for a in range(a0, a1):
+                d = rb + a * ow
+                if a < alo or a >= ahi:
+                    for b in range(ow):
+                        buf[d + b] = 0.0
+                else:  # the run copied the neighbouring row's pixels into the padding columns
+                    for b in range(blo):
+                        buf[d + b] = 0.0
+                    for b in range(bhi, ow):
+                        buf[d + b] = 0.0
+        else:
+            for a in range(a0, a1):
+                d = rb + a * ow
+                r = rtab[i, a]
+                if r < 0:
+                    for b in range(ow):
+                        buf[d + b] = 0.0
+                elif lw == 1:
+                    src = base + r * w_ + u0
+                    for b in range(blo):
+                        buf[d + b] = 0.0
+                    for b in range(blo, bhi):
+                        buf[np.uint64(d + b)] = xs[np.uint64(src + b * sw)]
+                    for b in range(bhi, ow):
+                        buf[d + b] = 0.0
+                else:
+                    src = base + r * w_
+                    for b in range(ow):
+                        q = ctab[j, b]
+                        buf[d + b] = xs[src + q] if q >= 0 else 0.0
+
+
+@njit(inline="always")
+def _add_columns(buf, pb, col0, gs, gb, c_, h_, w_, kh, kw, sw, dw, left, a0, a1, ow, lw, rtab, ctab, lo, hi, rlo, rhi, run):
+    """col2im of a block: add ``buf`` (as filled by :func:`_fill_columns`) back into the image's
+    input gradient at ``gs[gb:]``, tap by tap. ``buf``'s padding entries are overwritten."""
+    taps = kh * kw
+    hw = h_ * w_
+    for row in range(c_ * taps):
+        c, i, j = _tap(row, taps, kw)
+        blo = lo[j]
+        bhi = hi[j]
+        u0 = j * dw - left
+        base = gb + c * hw
+        rb = row * pb + col0 - a0 * ow
+        if run:
+            alo = max(a0, rlo[i])
+            ahi = min(a1, rhi[i])
+            if alo < ahi:
+                # Zeros where the run crosses the padding columns: the pixels of the neighbouring
+                # rows they land on get + 0.0, which changes no sum (sums start at +0.0, so none
+                # is −0.0).
+                for a in range(alo, ahi):
+                    for b in range(blo):
+                        buf[rb + a * ow + b] = 0.0
+                    for b in range(bhi, ow):
+                        buf[rb + a * ow + b] = 0.0
+                shift = base + rtab[i, alo] * w_ - alo * ow + u0 - rb
+                for d in range(rb + alo * ow + blo, rb + (ahi - 1) * ow + bhi):
+                    gs[np.uint64(d + shift)] += buf[np.uint64(d)]
+        else:
+            for a in range(a0, a1):
+                r = rtab[i, a]
+                if r < 0:
+                    continue
+                d = rb + a * ow
+                if lw == 1:
+                    dst = base + r * w_ + u0
+                    for b in range(blo, bhi):
+                        gs[np.uint64(dst + b * sw)] += buf[np.uint64(d + b)]
+                else:
+                    for b in range(ow):
+                        q = ctab[j, b]
+                        if q >= 0:
+                            gs[base + r * w_ + q] += buf[d + b]
+
+
+@njit(inline="always")
+def _blocks(n_, oh, ow, images, block_rows, item):
+    """Block ``item``'s images n0:n1 and output rows a0:a1 (images > 1: whole images)."""
+    row_blocks = (oh + block_rows - 1) // block_rows
+    ib = item // row_blocks
+    n0 = ib * images
+    a0 = (item - ib * row_blocks) * block_rows
+    return n0, min(n_, n0 + images), a0, min(oh, a0 + block_rows)
+
+
+def _conv_forward(gemm, x, wmat, bias, has_bias, groups, kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw, images, block_rows,
+                  threads, one, zero, out):
+    n_, c_, h_, w_ = x.shape
+    k_ = wmat.shape[0]
+    kg = k_ // groups
+    taps = kh * kw
+    ckk_g = (c_ // groups) * taps
+    rtab = _table(kh, dh, sh, top, oh, h_, lh)
+    ctab = _table(kw, dw, sw, left, ow, w_, lw)
+    lo, hi = _ranges(ctab)
+    rlo, rhi = _ranges(rtab)
+    run = _contiguous(sh, sw, lh, lw, ow, w_)
+    items = ((n_ + images - 1) // images) * ((oh + block_rows - 1) // block_rows)
+    plane = oh * ow
+    chw = c_ * h_ * w_
+    xs = x.reshape(x.size)
+    os = out.reshape(out.size)
+    width = images * block_rows * ow  # a block's columns, at most
+    size = c_ * taps * width
+    bufs = np.empty(threads * size, dtype=x.dtype)
+    # Several (small) images per block: the product goes to a buffer, then into NCHW.
+    gathered = images > 1
+    products = np.empty(threads * k_ * width if gathered else 0, dtype=x.dtype)
+    itemsize = x.itemsize
+    for t in prange(threads):
+        buf = bufs[t * size:(t + 1) * size]
+        yb = t * k_ * width
+        for item in range(t, items, threads):
+            n0, n1, a0, a1 = _blocks(n_, oh, ow, images, block_rows, item)
+            rows = (a1 - a0) * ow
+            pb = (n1 - n0) * rows
+            for n in range(n0, n1):
+                _fill_columns(xs, n * chw, c_, h_, w_, kh, kw, sw, dw, left, a0, a1, ow, lw, rtab, ctab, lo, hi, rlo, rhi,
+                              run, buf, pb, (n - n0) * rows)
+            if gathered:
+                for g in range(groups):
+                    gemm(_ROW_MAJOR, _NO_TRANS, _NO_TRANS, kg, pb, ckk_g, one, wmat.ctypes.data + g * kg * ckk_g * itemsize,
+                         ckk_g, buf.ctypes.data + g * ckk_g * pb * itemsize, pb, zero,
+                         products.ctypes.data + (yb + g * kg * pb) * itemsize, pb)
+                for n in range(n0, n1):
+                    for k in range(k_):
+                        src = yb + k * pb + (n - n0) * plane
+                        dst = (n * k_ + k) * plane
+                        if has_bias:  # the reference's product + bias (adding no zero: −0.0 stays)
+                            value = bias[k]
+                            for p in range(plane):
+                                os[np.uint64(dst + p)] = products[np.uint64(src + p)] + value
+                        else:
+                            for p in range(plane):
+                                os[np.uint64(dst + p)] = products[np.uint64(src + p)]
+            else:
+                ob = n0 * k_ * plane + a0 * ow
+                for g in range(groups):
+                    gemm(_ROW_MAJOR, _NO_TRANS, _NO_TRANS, kg, pb, ckk_g, one, wmat.ctypes.data + g * kg * ckk_g * itemsize,
+                         ckk_g, buf.ctypes.data + g * ckk_g * pb * itemsize, pb, zero,
+                         out.ctypes.data + (ob + g * kg * plane) * itemsize, plane)
+                if has_bias:
+                    for k in range(k_):
+                        value = bias[k]
+                        start = ob + k * plane
+                        for p in range(pb):
+                            os[np.uint64(start + p)] += value
+
+
+def _conv_backward(gemm, grad, x, wmat, groups, c_, h_, w_, kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw, images,
+                   block_rows, threads, one, zero, input_grad, weight_grad, grad_input, weight_parts):
+    n_, k_ = grad.shape[:2]
+    kg = k_ // groups
+    taps = kh * kw
+    ckk_g = (c_ // groups) * taps
+    rtab = _table(kh, dh, sh, top, oh, h_, lh)
+    ctab = _table(kw, dw, sw, left, ow, w_, lw)
+    lo, hi = _ranges(ctab)
+    rlo, rhi = _ranges(rtab)
+    run = _contiguous(sh, sw, lh, lw, ow, w_)
+    row_blocks = (oh + block_rows - 1) // block_rows
+    image_blocks = (n_ + images - 1) // images
+    plane = oh * ow
+    hw = h_ * w_
+    xs = x.reshape(x.size)
+    gs = grad_input.reshape(grad_input.size)
+    grads = grad.reshape(grad.size)
+    width = images * block_rows * ow
+    size = c_ * taps * width
+    bufs = np.empty(threads * size, dtype=grad.dtype)
+    # Several (small) images per block: their gradients are gathered into one (K, images·oh·ow) matrix.
+    gathered = images > 1
+    gathers = np.empty(threads * k_ * width if gathered else 0, dtype=grad.dtype)
+    itemsize = grad.itemsize
+    part = kg * ckk_g * groups
+    for t in prange(threads):
+        buf = bufs[t * size:(t + 1) * size]
+        for ib in range(t, image_blocks, threads):  # a thread owns whole images: its col2im adds do not race
+            n0 = ib * images
+            n1 = min(n_, n0 + images)
+            if input_grad:
+                for p in range(n0 * c_ * hw, n1 * c_ * hw):
+                    gs[p] = 0.0
+            for block in range(row_blocks):
+                a0 = block * block_rows
+                a1 = min(oh, a0 + block_rows)
+                rows = (a1 - a0) * ow
+                pb = (n1 - n0) * rows
+                if gathered:
+                    gb = t * k_ * width
+                    for n in range(n0, n1):
+                        for k in range(k_):
+                            src = (n * k_ + k) * plane
+                            dst = gb + k * pb + (n - n0) * plane
+                            for p in range(plane):
+                                gathers[np.uint64(dst + p)] = grads[np.uint64(src + p)]
+                    gp = gathers.ctypes.data + gb * itemsize  # (K, pb)
+                    ld = pb
+                else:
+                    gp = grad.ctypes.data + (n0 * k_ * plane + a0 * ow) * itemsize  # grad[n0, :, a0:a1] (ld oh·ow)
+                    ld = plane
+                if weight_grad:
+                    for n in range(n0, n1):
+                        _fill_columns(xs, n * c_ * hw, c_, h_, w_, kh, kw, sw, dw, left, a0, a1, ow, lw, rtab, ctab, lo, hi,
+                                      rlo, rhi, run, buf, pb, (n - n0) * rows)
+                    for g in range(groups):
+                        gemm(_ROW_MAJOR, _NO_TRANS, _TRANS, kg, ckk_g, pb, one, gp + g * kg * ld * itemsize, ld,
+                             buf.ctypes.data + g * ckk_g * pb * itemsize, pb, one,
+                             weight_parts.ctypes.data + (t * part + g * kg * ckk_g) * itemsize, ckk_g)
+                if input_grad:
+                    for g in range(groups):
+                        gemm(_ROW_MAJOR, _TRANS, _NO_TRANS, ckk_g, pb, kg, one, wmat.ctypes.data + g * kg * ckk_g * itemsize,
+                             ckk_g, gp + g * kg * ld * itemsize, ld, zero, buf.ctypes.data + g * ckk_g * pb * itemsize, pb)
+                    for n in range(n0, n1):
+                        _add_columns(buf, pb, (n - n0) * rows, gs, n * c_ * hw, c_, h_, w_, kh, kw, sw, dw, left, a0, a1, ow,
+                                     lw, rtab, ctab, lo, hi, rlo, rhi, run)
+
+
+# Each compiled twice, parallel and serial (under their own names: numba's disk cache keys on the name).
+_forward_kernels = _Kernel(_conv_forward)
+_backward_kernels = _Kernel(_conv_backward)
+
+
+def _launch(kernels, largest, bytes_per_row, oh, batch):
+    """(kernel, threads, images per block, output rows per block): the parallel build on numba's
+    threads when the largest array is worth it (as :class:`~portaconv.primitives.numba_kernels._Kernel`),
+    else the serial one; blocks as :func:`~portaconv.primitives.dispatch.conv_blocks` sizes them."""
+    threads = 1
+    if largest >= PARALLEL_MIN_ELEMENTS:
+        _threads()
+        threads = numba.get_num_threads()
+    return (kernels.serial if threads == 1 else kernels.parallel, threads, *conv_blocks(bytes_per_row, oh, batch, threads))
+
+
+@register("conv_im2col", "numpy")
+def conv_im2col(x, weight, bias, w, groups, xp, *, keep=False):
+    """:func:`reference.conv_im2col` fused (see the module docstring); keeps no columns."""
+    dtype = x.dtype
+    if dtype not in numpy_products._gemms() or weight.dtype != dtype or (bias is not None and bias.dtype != dtype):
+        return reference.conv_im2col(x, weight, bias, w, groups, xp, keep=keep)
+    x = np.ascontiguousarray(x)
+    out_channels = weight.shape[0]
+    wmat = np.ascontiguousarray(np.reshape(weight, (out_channels, -1)))
+    out = np.empty((x.shape[0], out_channels, w.oh, w.ow), dtype=dtype)
+    if out.size == 0 or wmat.shape[1] == 0:
+        return reference.conv_im2col(x, weight, bias, w, groups, xp, keep=keep)
+    bytes_per_row = (x.shape[1] * w.taps + out_channels) * w.ow * dtype.itemsize  # a row's columns and products
+    kernel, threads, images, block_rows = _launch(_forward_kernels, max(x.size, out.size), bytes_per_row, w.oh, x.shape[0])
+    has_bias = bias is not None
+    bias = np.ascontiguousarray(bias) if has_bias else wmat[0]  # (a placeholder of the same type)
+    with numpy_products._OneBlasThread():
+        kernel(numpy_products._gemms()[dtype], x, wmat, bias, has_bias, groups, *_geometry(w), images, block_rows,
+               threads, dtype.type(1), dtype.type(0), out)
+    return out, None
+
+
+@register("conv_im2col_backward", "numpy")
+def conv_im2col_backward(grad, x, weight, w, groups, input_shape, xp, *, input_grad=True, weight_grad=True, columns=None):
+    """:func:`reference.conv_im2col_backward` fused (see the module docstring)."""
+    dtype = grad.dtype
+    operands = [a for a in (x if weight_grad else None, weight if input_grad else None) if a is not None]
+    if dtype not in numpy_products._gemms() or any(a.dtype != dtype for a in operands) or columns is not None:
+        return reference.conv_im2col_backward(grad, x, weight, w, groups, input_shape, xp, input_grad=input_grad,
+                                              weight_grad=weight_grad, columns=columns)
+    n_, c_, h_, w_ = (int(s) for s in input_shape)
+    out_channels = grad.shape[1]
+    if n_ * c_ * h_ * w_ == 0 or out_channels == 0 or w.oh * w.ow == 0:
+        return reference.conv_im2col_backward(grad, x, weight, w, groups, input_shape, xp, input_grad=input_grad,
+                                              weight_grad=weight_grad, columns=columns)
+    grad = np.ascontiguousarray(grad)
+    kernel, threads, images, block_rows = _launch(
+        _backward_kernels, max(grad.size, n_ * c_ * h_ * w_), (c_ * w.taps + out_channels) * w.ow * dtype.itemsize, w.oh, n_
+    )
+    threads = max(1, min(threads, -(-n_ // images)))  # a thread owns whole blocks of images
+    ckk_g = c_ // groups * w.taps
+    wmat = np.ascontiguousarray(np.reshape(weight, (out_channels, -1))) if input_grad else np.empty((1, 1), dtype)
+    xc = np.ascontiguousarray(x) if weight_grad else np.empty((1, 1, 1, 1), dtype)
+    grad_input = np.empty((n_, c_, h_, w_), dtype) if input_grad else np.empty((1, 1, 1, 1), dtype)
+    parts = np.zeros((threads if weight_grad else 1, out_channels, ckk_g), dtype)
+    with numpy_products._OneBlasThread():
+        kernel(numpy_products._gemms()[dtype], grad, xc, wmat, groups, c_, h_, w_, *_geometry(w), images, block_rows, threads,
+               dtype.type(1), dtype.type(0), input_grad, weight_grad, grad_input, parts)
+    grad_weight = None
+    if weight_grad:
+        total = parts[0]
+        for t in range(1, threads):
+            total = total + parts[t]
+        grad_weight = np.reshape(total, (out_channels, c_ // groups, w.kh, w.kw))
+    return (grad_input if input_grad else None), grad_weight
