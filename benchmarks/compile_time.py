@@ -14,7 +14,7 @@ net=models.build("seed-cnn"); rng=np.random.default_rng(0)
 x=rng.standard_normal((64,1,28,28)).astype(np.float32); y=rng.integers(0,10,64)
 opt, crit = optim.Adam(net.parameters()), nn.NLLLoss()
 def step():
-    crit(net(x), y); net.backward(crit.backward(), input_grad=False); opt.step(); opt.zero_grad()
+    loss = crit(net(x), y); opt.zero_grad(); loss.backward(); opt.step()
 t=time.perf_counter(); step(); first=time.perf_counter()-t
 t=time.perf_counter(); step(); second=time.perf_counter()-t
 # every kernel of every primitive, both dtypes, both builds: the parity of a full op set

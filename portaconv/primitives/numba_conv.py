@@ -64,7 +64,7 @@ def _tap(row, taps, kw):
     return c, i, k - i * kw
 
 
-@njit(inline="always")
+@njit(cache=True, nogil=True)
 def _fill_columns(xs, xb, c_, h_, w_, kh, kw, sw, dw, left, a0, a1, ow, lw, rtab, ctab, lo, hi, rlo, rhi, run, buf, pb, col0):
     """``buf[(c, i, j)·pb + col0 + (a − a0)·ow + b]`` = im2col's entry for output rows a0:a1 of the
     image at ``xs[xb:]`` (zero on the padding)."""
@@ -116,7 +116,7 @@ def _fill_columns(xs, xb, c_, h_, w_, kh, kw, sw, dw, left, a0, a1, ow, lw, rtab
                         buf[d + b] = xs[src + q] if q >= 0 else 0.0
 
 
-@njit(inline="always")
+@njit(cache=True, nogil=True)
 def _add_columns(buf, pb, col0, gs, gb, c_, h_, w_, kh, kw, sw, dw, left, a0, a1, ow, lw, rtab, ctab, lo, hi, rlo, rhi, run):
     """col2im of a block: add ``buf`` (as filled by :func:`_fill_columns`) back into the image's
     input gradient at ``gs[gb:]``, tap by tap. ``buf``'s padding entries are overwritten."""
