@@ -57,11 +57,15 @@ def _contiguous(sh, sw, lh, lw, ow, width):
 
 
 @njit(inline="always")
-def _tap(row, taps, kw):
+def _column_row(row, taps, kw, dw, left, lo, hi, image, hw, pb, col0, a0, ow):
+    """Row (c, i, j) of a block's columns: (i, j, the output columns [blo, bhi) whose tap reads the
+    input, u0 = ``j·dw − left`` (output column b reads input column ``b·sw + u0``), the index of
+    channel c's plane in the image at ``image``, and rb: ``rb + a·ow + b`` is output (a, b)'s entry)."""
     c = row // taps
     k = row - c * taps
     i = k // kw
-    return c, i, k - i * kw
+    j = k - i * kw
+    return i, j, lo[j], hi[j], j * dw - left, image + c * hw, row * pb + col0 - a0 * ow
 
 
 @njit(cache=True, nogil=True)
@@ -71,12 +75,7 @@ def _fill_columns(xs, xb, c_, h_, w_, kh, kw, sw, dw, left, a0, a1, ow, lw, rtab
     taps = kh * kw
     hw = h_ * w_
     for row in range(c_ * taps):
-        c, i, j = _tap(row, taps, kw)
-        blo = lo[j]
-        bhi = hi[j]
-        u0 = j * dw - left
-        base = xb + c * hw
-        rb = row * pb + col0 - a0 * ow  # buf index of (row, a, b): rb + a·ow + b
+        i, j, blo, bhi, u0, base, rb = _column_row(row, taps, kw, dw, left, lo, hi, xb, hw, pb, col0, a0, ow)
         if run:
             alo = max(a0, rlo[i])
             ahi = min(a1, rhi[i])
@@ -123,12 +122,7 @@ def _add_columns(buf, pb, col0, gs, gb, c_, h_, w_, kh, kw, sw, dw, left, a0, a1
     taps = kh * kw
     hw = h_ * w_
     for row in range(c_ * taps):
-        c, i, j = _tap(row, taps, kw)
-        blo = lo[j]
-        bhi = hi[j]
-        u0 = j * dw - left
-        base = gb + c * hw
-        rb = row * pb + col0 - a0 * ow
+        i, j, blo, bhi, u0, base, rb = _column_row(row, taps, kw, dw, left, lo, hi, gb, hw, pb, col0, a0, ow)
         if run:
             alo = max(a0, rlo[i])
             ahi = min(a1, rhi[i])
