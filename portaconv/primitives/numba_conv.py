@@ -303,31 +303,36 @@ _forward_kernels = _Kernel(_conv_forward)
 _backward_kernels = _Kernel(_conv_backward)
 
 
-def _launch(kernels, largest, bytes_per_row, oh, batch):
+def _launch(kernels, largest, channels, out_channels, w, batch, itemsize):
     """(kernel, threads, images per block, output rows per block): the parallel build on numba's
     threads when the largest array is worth it (as :class:`~portaconv.primitives.numba_kernels._Kernel`),
-    else the serial one; blocks as :func:`~portaconv.primitives.dispatch.conv_blocks` sizes them."""
+    else the serial one; blocks as :func:`~portaconv.primitives.dispatch.conv_blocks` sizes them
+    for an output row's columns and products."""
     threads = 1
     if largest >= PARALLEL_MIN_ELEMENTS:
         _threads()
         threads = numba.get_num_threads()
-    return (kernels.serial if threads == 1 else kernels.parallel, threads, *conv_blocks(bytes_per_row, oh, batch, threads))
+    bytes_per_row = (channels * w.taps + out_channels) * w.ow * itemsize
+    return (kernels.serial if threads == 1 else kernels.parallel, threads, *conv_blocks(bytes_per_row, w.oh, batch, threads))
+
+
+def _fusable(dtype, arrays, sizes):
+    """Whether the fused kernels run: NumPy's OpenBLAS found, every array of ``dtype``, nothing empty."""
+    return dtype in numpy_products._gemms() and all(a.dtype == dtype for a in arrays) and all(sizes)
 
 
 @register("conv_im2col", "numpy")
 def conv_im2col(x, weight, bias, w, groups, xp, *, keep=False):
     """:func:`reference.conv_im2col` fused (see the module docstring); keeps no columns."""
     dtype = x.dtype
-    if dtype not in numpy_products._gemms() or weight.dtype != dtype or (bias is not None and bias.dtype != dtype):
+    n_, c_ = x.shape[:2]
+    out_channels = weight.shape[0]
+    if not _fusable(dtype, [a for a in (weight, bias) if a is not None], (n_, c_, out_channels, w.oh * w.ow)):
         return reference.conv_im2col(x, weight, bias, w, groups, xp, keep=keep)
     x = np.ascontiguousarray(x)
-    out_channels = weight.shape[0]
     wmat = np.ascontiguousarray(np.reshape(weight, (out_channels, -1)))
-    out = np.empty((x.shape[0], out_channels, w.oh, w.ow), dtype=dtype)
-    if out.size == 0 or wmat.shape[1] == 0:
-        return reference.conv_im2col(x, weight, bias, w, groups, xp, keep=keep)
-    bytes_per_row = (x.shape[1] * w.taps + out_channels) * w.ow * dtype.itemsize  # a row's columns and products
-    kernel, threads, images, block_rows = _launch(_forward_kernels, max(x.size, out.size), bytes_per_row, w.oh, x.shape[0])
+    out = np.empty((n_, out_channels, w.oh, w.ow), dtype=dtype)
+    kernel, threads, images, block_rows = _launch(_forward_kernels, max(x.size, out.size), c_, out_channels, w, n_, dtype.itemsize)
     has_bias = bias is not None
     bias = np.ascontiguousarray(bias) if has_bias else wmat[0]  # (a placeholder of the same type)
     with numpy_products._OneBlasThread():
@@ -338,20 +343,18 @@ def conv_im2col(x, weight, bias, w, groups, xp, *, keep=False):
 
 @register("conv_im2col_backward", "numpy")
 def conv_im2col_backward(grad, x, weight, w, groups, input_shape, xp, *, input_grad=True, weight_grad=True, columns=None):
-    """:func:`reference.conv_im2col_backward` fused (see the module docstring)."""
+    """:func:`reference.conv_im2col_backward` fused (see the module docstring); kept ``columns``
+    (only the composed route keeps any) go to the reference."""
     dtype = grad.dtype
-    operands = [a for a in (x if weight_grad else None, weight if input_grad else None) if a is not None]
-    if dtype not in numpy_products._gemms() or any(a.dtype != dtype for a in operands) or columns is not None:
-        return reference.conv_im2col_backward(grad, x, weight, w, groups, input_shape, xp, input_grad=input_grad,
-                                              weight_grad=weight_grad, columns=columns)
     n_, c_, h_, w_ = (int(s) for s in input_shape)
     out_channels = grad.shape[1]
-    if n_ * c_ * h_ * w_ == 0 or out_channels == 0 or w.oh * w.ow == 0:
+    operands = [a for a, wanted in ((x, weight_grad), (weight, input_grad)) if wanted]
+    if columns is not None or not _fusable(dtype, operands, (n_ * c_ * h_ * w_, out_channels, w.oh * w.ow)):
         return reference.conv_im2col_backward(grad, x, weight, w, groups, input_shape, xp, input_grad=input_grad,
                                               weight_grad=weight_grad, columns=columns)
     grad = np.ascontiguousarray(grad)
     kernel, threads, images, block_rows = _launch(
-        _backward_kernels, max(grad.size, n_ * c_ * h_ * w_), (c_ * w.taps + out_channels) * w.ow * dtype.itemsize, w.oh, n_
+        _backward_kernels, max(grad.size, n_ * c_ * h_ * w_), c_, out_channels, w, n_, dtype.itemsize
     )
     threads = max(1, min(threads, -(-n_ // images)))  # a thread owns whole blocks of images
     ckk_g = c_ // groups * w.taps
