@@ -114,12 +114,12 @@ def winograd_applies(window: Window, groups: int) -> bool:
 def conv_algorithm(window: Window, groups: int) -> str:
     """"im2col" or "winograd" for one convolution (forward or gradient) under the options.
 
-    auto: im2col everywhere. Winograd F(2×2, 3×3) multiplies 2.25× less, but its transformed
-    input is 4× the input and is read and written by transforms that cost as much as the products
-    they save: with the NumPy kernels (numba transforms, products split over the cores) im2col
-    was faster on every 3×3 layer measured, 13² to 56² (docs/performance.md); on CuPy the reference
-    transforms (many small launches) ran 3–8× slower than im2col on an H100. Winograd stays
-    available as ``options(algorithm="winograd")``, tested against torch like im2col.
+    auto: im2col everywhere. Winograd F(2×2, 3×3) multiplies 2.25 times less, but its transformed
+    input is 4 times the input and is read and written by transforms that cost as much as the
+    products they save: im2col won on every 3×3 layer measured, with the NumPy kernels and on CuPy,
+    whose reference transforms are many small launches (docs/performance.md, "Measurements behind
+    the design decisions"). Winograd stays available as ``options(algorithm="winograd")``, tested
+    against torch like im2col.
     """
     choice = get_options().effective_algorithm
     if choice == "winograd" and winograd_applies(window, groups):
@@ -165,9 +165,9 @@ def conv_blocks(bytes_per_row: int, oh: int, batch: int, threads: int) -> tuple[
 
 # ---- pooling windows ---------------------------------------------------------------------------
 
-# The NumPy max-pool kernels run several times faster compiled for one window geometry (the tap
-# loops unroll, the loop over windows vectorizes), at the price of seconds of compilation per
-# geometry, kernel and dtype, cached on disk (both measured in docs/performance.md). The windows
+# The NumPy max-pool kernels compiled for one window geometry unroll the tap loops and vectorize
+# the loop over windows, at the price of a compilation per geometry, kernel and dtype, cached on
+# disk (both measured in docs/performance.md, "max_pool2d: kernels compiled for the window"). The windows
 # networks use get their own; the rest share the kernel that takes the geometry at run time.
 SPECIALIZED_POOL_WINDOWS = frozenset({(2, 2, 2, 2), (2, 2, 1, 1), (3, 3, 2, 2), (3, 3, 1, 1)})  # (kh, kw, sh, sw)
 

@@ -9,7 +9,8 @@ Each kernel runs one (image, channel) plane per ``prange`` iteration:
 * ``winograd_input`` reads the unpadded input; the padding is in the index arithmetic (a band of
   4 padded rows is copied into a small zeroed buffer per tile row, then the tiles read it without
   checks). The plane's 16 × th·tw results go to a local buffer first and then to V as 16
-  contiguous runs: storing each tile's 16 values straight into V's 16 rows was 2–4× slower;
+  contiguous runs: storing each tile's 16 values straight into V's 16 rows writes 16 streams at
+  once (measured slower: docs/performance.md, "Measurements behind the design decisions");
 * ``winograd_input_adjoint`` overlap-adds each tile's B dV Bᵀ into a padded plane buffer in tile
   raster order (the reference's reverse tap order gives each pixel the same order of additions)
   and copies the input's pixels out;

@@ -45,8 +45,8 @@ _BLAS_SINGLE_THREADED_BELOW = 65536 * 4
 _MIN_BLOCK = 64
 
 # A product with a result of at most this many elements per matrix and an inner dimension of at
-# least _LONG_INNER (a first layer's weight gradient: 9 × 32 summed over 43 264 pixels) runs faster
-# as a sum of products over blocks of _INNER_BLOCK of the inner dimension than as one BLAS call,
+# least _LONG_INNER (a first layer's weight gradient: 9 × 32 summed over 43 264 pixels) runs as a
+# sum of products over blocks of _INNER_BLOCK of the inner dimension rather than as one BLAS call,
 # threaded or not (each of numba's threads sums its share of the blocks, the shares are added);
 # larger results gain nothing (measured in docs/performance.md).
 _SMALL_RESULT = 512
