@@ -77,7 +77,8 @@ def _winograd_applies(case):
 @pytest.mark.parametrize("index", CONV_INDICES, ids=[str(CASES[i]) for i in CONV_INDICES])
 def test_every_conv_path_matches_torch(index, backend, dtype, grad_input_method, conv_algorithm, kernels):
     """Both input-gradient formulations (col2im, stride0) × both algorithms (im2col, Winograd
-    where it applies) × the backend's kernels or the reference give torch's forward and gradients."""
+    where it applies) × the backend's kernels or the reference give torch's forward and gradients
+    (all but the default combination, which test_matches_torch runs)."""
     if (grad_input_method, conv_algorithm, kernels) == ("col2im", "im2col", "auto"):
         pytest.skip("the default path: test_matches_torch runs it")
     if conv_algorithm == "winograd" and not _winograd_applies(CASES[index]):

@@ -167,8 +167,9 @@ def conv_blocks(bytes_per_row: int, oh: int, batch: int, threads: int) -> tuple[
 
 # The NumPy max-pool kernels compiled for one window geometry unroll the tap loops and vectorize
 # the loop over windows, at the price of a compilation per geometry, kernel and dtype, cached on
-# disk (both measured in docs/performance.md, "max_pool2d: kernels compiled for the window"). The windows
-# networks use get their own; the rest share the kernel that takes the geometry at run time.
+# disk (both measured in docs/performance.md, "max_pool2d: kernels compiled for the window").
+# The windows networks use get their own; the rest share the kernel that takes the geometry at
+# run time.
 SPECIALIZED_POOL_WINDOWS = frozenset({(2, 2, 2, 2), (2, 2, 1, 1), (3, 3, 2, 2), (3, 3, 1, 1)})  # (kh, kw, sh, sw)
 
 
