@@ -26,6 +26,7 @@ __all__ = [
     "make_inputs",
     "to_backend",
     "run_case",
+    "jit_function",
     "torch_reference",
 ]
 
@@ -166,17 +167,34 @@ def to_backend(array, backend: Backend, dtype=None):
     return xp.asarray(array, dtype=xp.int64, device=backend.device)
 
 
-def run_case(case: Case, inputs, grad_output, backend: Backend, dtype):
+def run_case(case: Case, inputs, grad_output, backend: Backend, dtype, *, jit: bool = False):
     """Forward and backward of a case on ``backend`` in ``dtype`` (given NumPy inputs).
 
     Returns ``(output, grads)`` as backend arrays; ``grads`` holds one entry per positional input.
+    ``jit=True`` (JAX only) runs both in one ``jax.jit`` with the parameters closed over and every
+    array an argument: traced under the ``portaconv.options`` in force at the call, compiled anew
+    for each call.
     """
     forward = getattr(F, case.op)
     backward = getattr(F, case.op + "_backward")
     arrays = [to_backend(a, backend, dtype) for a in inputs]
-    out = forward(*arrays, **case.params)
-    grads = backward(to_backend(grad_output, backend, dtype), *arrays, **case.params)
-    return out, grads
+    grad_output = to_backend(grad_output, backend, dtype)
+    if jit:
+        return jit_function(lambda g, *a: (forward(*a, **case.params), backward(g, *a, **case.params)))(grad_output, *arrays)
+    return forward(*arrays, **case.params), backward(grad_output, *arrays, **case.params)
+
+
+# XLA's HLO passes run as usual; only LLVM's code generation is unoptimized: the same graph, about
+# a third less compile time for the tests' many small one-off functions.
+JIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
+
+
+def jit_function(function):
+    """``jax.jit(function)`` compiled as the tests compile (:data:`JIT_COMPILER_OPTIONS`); ``None``
+    arguments (absent optional inputs) are empty pytrees, not traced."""
+    import jax
+
+    return jax.jit(function, compiler_options=JIT_COMPILER_OPTIONS)
 
 
 _TORCH_NAMES = {"tanh": "tanh", "sigmoid": "sigmoid", "flatten": "flatten"}

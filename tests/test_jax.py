@@ -9,9 +9,10 @@ the bad-input errors on eager JAX arrays.
 
 Runtime: XLA compiles once per (op, parameters, shapes, dtype), 0.1–1.5 s on a CPU core (the
 convolutions' unrolled taps dominate): about a minute for the whole file. The jitted functions are
-compiled with LLVM's optimization level 0 (``COMPILER_OPTIONS``): the same XLA graph, a third less
-compile time. ``PORTACONV_JAX_CASES=representative`` runs one case per (op, parameter set, absent
-optional inputs) of ``CASES`` instead of every case (93 of 129, about 15% faster).
+compiled with LLVM's optimization level 0 (``portaconv.testing.jit_function``): the same XLA
+graph, a third less compile time. ``PORTACONV_JAX_CASES=representative`` runs one case per (op,
+parameter set, absent optional inputs) of ``CASES`` instead of every case (93 of 129, about 15%
+faster).
 """
 
 import functools
@@ -29,11 +30,9 @@ import jax.numpy as jnp  # noqa: E402
 
 import portaconv  # noqa: E402
 import portaconv.functional as F  # noqa: E402
-from portaconv.testing import CASES, Backend, assert_close, make_inputs, to_backend, torch_reference  # noqa: E402
+from portaconv.testing import CASES, Backend, assert_close, jit_function, make_inputs, to_backend, torch_reference  # noqa: E402
 
 JAX = Backend("jax", jnp)
-# XLA's HLO passes run as usual; only LLVM's code generation is unoptimized (no fast-math either way).
-COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
 JAX_ARRAY = type(jnp.asarray(0.0))  # a concrete array's class (jit returns these)
 conv_module = importlib.import_module("portaconv.functional.conv")
 winograd_module = importlib.import_module("portaconv.functional._winograd")
@@ -86,7 +85,7 @@ def _jitted(op, params, absent):
         inputs = full(arrays)
         return forward(*inputs, **params), backward(grad_output, *inputs, **params)
 
-    return jax.jit(run, compiler_options=COMPILER_OPTIONS)
+    return jit_function(run)
 
 
 @functools.lru_cache(maxsize=None)
@@ -161,7 +160,7 @@ def test_jit_max_pool_indices(index, dtype):
 
     x, grad = to_backend(inputs[0], JAX, dtype), to_backend(grad_output, JAX, dtype)
     torch_indices = _torch_indices(index)
-    out, indices, grad_input, grad_given = jax.jit(run, compiler_options=COMPILER_OPTIONS)(grad, x, jnp.asarray(torch_indices))
+    out, indices, grad_input, grad_given = jit_function(run)(grad, x, jnp.asarray(torch_indices))
     assert indices.dtype == jnp.int64
     np.testing.assert_array_equal(np.asarray(indices), torch_indices)
     assert_close(out, ref_out, dtype=dtype, what=f"{case} forward")
