@@ -308,7 +308,9 @@ def test_split_product_gives_numpys_bits(a_shape, b_shape, layout, dtype):
 def _conv_cases(seed):
     """(x shape, Window, out channels, groups): the random geometries, with groups where the
     channels allow, plus "same" 3×3 convolutions (the contiguous-run path), the last large enough
-    for the parallel builds."""
+    for the parallel builds, and stride-1 outputs narrower than the input (the runs' wide rows,
+    with columns past ow): a valid 3×3, a 5×5 with padding 1 (padding columns too), a dilated
+    kernel with left padding only."""
     rng = np.random.default_rng(seed)
     cases = []
     for shape, w in _geometries(seed, dilate=True):
@@ -316,6 +318,12 @@ def _conv_cases(seed):
         cases.append((shape, w, groups * int(rng.integers(1, 4)), groups))
     for n, c, size, k, groups in [(3, 8, 13, 16, 1), (2, 6, 30, 9, 3), (1, 16, 64, 8, 2)]:
         cases.append(((n, c, size, size), Window(3, 3, 1, 1, 1, 1, 1, 1, size, size), k, groups))
+    for shape, w, k, groups in [
+        ((3, 4, 13, 13), Window(3, 3, 1, 1, 1, 1, 0, 0, 11, 11), 5, 1),
+        ((2, 6, 9, 12), Window(5, 5, 1, 1, 1, 1, 1, 1, 7, 10), 4, 2),
+        ((2, 3, 10, 11), Window(3, 3, 1, 1, 2, 2, 0, 1, 6, 8), 3, 1),
+    ]:
+        cases.append((shape, w, k, groups))
     return cases
 
 
@@ -360,6 +368,30 @@ def test_conv_im2col_forward_and_backward(dtype, limit):
             _check_conv(got_grad, want_grad, kind, dtype)
         _check_conv(only_input[0], want[0], kind, dtype)
         _check_conv(only_weight[1], want[1], kind, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv_wide_rows_keep_one_non_finite_value_in_its_taps(dtype):
+    """A valid 3×3 convolution, whose columns are laid out in rows as wide as the input (entries
+    past ow are not outputs): one inf in the input's last column, which tap column 0 reads only
+    past ow, must not reach the weight gradient of tap columns 0 and 1; one inf in the weight at
+    tap column 0 must not reach the input gradient of the last column, which only tap column 2
+    reads. Small integers elsewhere: the kernels' sums equal the reference's bit for bit."""
+    from portaconv.primitives import numba_conv as nc
+
+    rng = np.random.default_rng(11)
+    shape, w = (2, 3, 7, 7), Window(3, 3, 1, 1, 1, 1, 0, 0, 5, 5)
+    x = _values(rng, shape, dtype, "ties")
+    weight = _values(rng, (4, 3, 3, 3), dtype, "ties")
+    grad = _values(rng, (2, 4, 5, 5), dtype, "ties")
+    x[1, 2, 3, 6] = np.inf
+    weight[2, 1, 1, 0] = -np.inf
+    want = ref.conv_im2col_backward(grad, x, weight, w, 1, shape, xp)
+    got = nc.conv_im2col_backward(grad, x, weight, w, 1, shape, xp)
+    assert np.isfinite(want[1][:, :, :, :2]).all() and np.isfinite(want[0][:, :, :, 6]).all()
+    _same(got[0], want[0])
+    _same(got[1], want[1])
+    _same(nc.conv_im2col(x, weight, None, w, 1, xp)[0], ref.conv_im2col(x, weight, None, w, 1, xp)[0])
 
 
 def test_conv_im2col_threads_share_the_work():

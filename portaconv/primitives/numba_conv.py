@@ -29,9 +29,14 @@ Hence equal to the reference within the dtype's rounding, not bit for bit (teste
 bit for bit on sums that are exact in any order, which checks the indexing and NaN/inf).
 
 Geometry as in :mod:`~portaconv.primitives.numba_kernels` (the same tap tables). The common case,
-stride 1 with an output as wide as the input ("same" padding) and no input dilation, copies (and
-adds) one tap's rows as one contiguous run and mends the padding columns after; the rest goes row
-by row.
+stride 1 with an output no wider than the input and no input dilation ("same" and "valid"
+padding), lays the columns out in rows as wide as the input (:func:`_runs`): then one tap's
+columns are the input plane read from one offset, copied (and added back) as one contiguous run,
+the padding columns mended after. The entries past an output row's ow are no outputs: the
+forward drops their products (the block's product goes through a buffer), the backward gives
+them zero gradients, and zeros them in the columns where an inf or NaN in the input (weight)
+would turn those zeros into NaN. The wider rows cost the product (w − ow)/ow more work; the
+row-by-row copy they replace cost more (docs/performance.md). The rest goes row by row.
 """
 
 from __future__ import annotations
@@ -50,49 +55,82 @@ __all__ = ["conv_im2col", "conv_im2col_backward"]
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
 
-@njit(inline="always")
-def _contiguous(sh, sw, lh, lw, ow, width):
-    """Whether one tap's output rows read input rows as one contiguous run of the plane."""
-    return sh == 1 and sw == 1 and lh == 1 and lw == 1 and ow == width
+def _runs(w, width) -> bool:
+    """Whether one tap's rows of a block's columns are one contiguous run of the input plane: stride
+    1, no input dilation, and an output no wider than the input. Then the columns are laid out
+    "wide", ``width`` entries per output row (the input's row length), so that output (a, b) and
+    (a, b + 1) read neighbouring input pixels and output (a + 1, 0) reads the pixel ``width`` after
+    (a, 0): a tap's columns are the input plane read from one offset. Entries ``b >= ow`` of a
+    row are not outputs: their products are dropped, their gradients are zeros."""
+    return (w.sh, w.sw, w.lh, w.lw) == (1, 1, 1, 1) and w.ow <= width
 
 
 @njit(inline="always")
-def _column_row(row, taps, kw, dw, left, lo, hi, image, hw, pb, col0, a0, ow):
+def _column_row(row, taps, kw, dw, left, lo, hi, image, hw, pb, col0, a0, cw):
     """Row (c, i, j) of a block's columns: (i, j, the output columns [blo, bhi) whose tap reads the
     input, u0 = ``j·dw − left`` (output column b reads input column ``b·sw + u0``), the index of
-    channel c's plane in the image at ``image``, and rb: ``rb + a·ow + b`` is output (a, b)'s entry)."""
+    channel c's plane in the image at ``image``, and rb: ``rb + a·cw + b`` is output (a, b)'s entry,
+    cw being the columns' entries per output row)."""
     c = row // taps
     k = row - c * taps
     i = k // kw
     j = k - i * kw
-    return i, j, lo[j], hi[j], j * dw - left, image + c * hw, row * pb + col0 - a0 * ow
+    return i, j, lo[j], hi[j], j * dw - left, image + c * hw, row * pb + col0 - a0 * cw
+
+
+@njit(inline="always")
+def _run_rows(i, a0, a1, rlo, rhi):
+    """The output rows [alo, ahi) of a0:a1 whose tap row i reads the input (alo = ahi = a1: none)."""
+    alo = max(a0, rlo[i])
+    ahi = min(a1, rhi[i])
+    if alo >= ahi:
+        return a1, a1
+    return alo, ahi
 
 
 @njit(cache=True, nogil=True)
-def _fill_columns(xs, xb, c_, h_, w_, kh, kw, sw, dw, left, a0, a1, ow, lw, rtab, ctab, lo, hi, rlo, rhi, run, buf, pb, col0):
-    """``buf[(c, i, j)·pb + col0 + (a − a0)·ow + b]`` = im2col's entry for output rows a0:a1 of the
-    image at ``xs[xb:]`` (zero on the padding)."""
+def _all_finite(xs, start, stop):
+    """Whether ``xs[start:stop]`` holds no inf or NaN (``v − v`` is 0 for finite v, NaN else)."""
+    total = xs[start] - xs[start]
+    for p in range(start, stop):
+        total += xs[np.uint64(p)] - xs[np.uint64(p)]
+    return total == 0
+
+
+@njit(cache=True, nogil=True)
+def _fill_columns(xs, xb, c_, h_, w_, kh, kw, sw, dw, left, a0, a1, ow, lw, rtab, ctab, lo, hi, rlo, rhi, run, finite, buf, pb,
+                  col0):
+    """``buf[(c, i, j)·pb + col0 + (a − a0)·cw + b]`` = im2col's entry for output rows a0:a1 of the
+    image at ``xs[xb:]`` (zero on the padding), cw = ``w_`` where ``run`` (:func:`_runs`), else ow.
+    The entries ``b >= ow`` of the wide layout are input pixels, zeros unless ``finite`` (the image
+    holds no inf or NaN, which a gradient's zero there would turn into NaN)."""
     taps = kh * kw
     hw = h_ * w_
+    cw = w_ if run else ow
     for row in range(c_ * taps):
-        i, j, blo, bhi, u0, base, rb = _column_row(row, taps, kw, dw, left, lo, hi, xb, hw, pb, col0, a0, ow)
+        i, j, blo, bhi, u0, base, rb = _column_row(row, taps, kw, dw, left, lo, hi, xb, hw, pb, col0, a0, cw)
         if run:
-            alo = max(a0, rlo[i])
-            ahi = min(a1, rhi[i])
+            alo, ahi = _run_rows(i, a0, a1, rlo, rhi)
             if alo < ahi:
-                shift = base + rtab[i, alo] * w_ - alo * ow + u0 - rb  # input index − buf index
-                for d in range(rb + alo * ow + blo, rb + (ahi - 1) * ow + bhi):
+                shift = base + rtab[i, alo] * w_ - alo * cw + u0 - rb  # input index − buf index
+                for d in range(rb + alo * cw + blo, rb + (ahi - 1) * cw + bhi):
                     buf[np.uint64(d)] = xs[np.uint64(d + shift)]
-            for a in range(a0, a1):
-                d = rb + a * ow
-                if a < alo or a >= ahi:
-                    for b in range(ow):
-                        buf[d + b] = 0.0
-                else:  # the run copied the neighbouring row's pixels into the padding columns
-                    for b in range(blo):
-                        buf[d + b] = 0.0
-                    for b in range(bhi, ow):
-                        buf[d + b] = 0.0
+            for a in range(a0, alo):
+                for b in range(cw):
+                    buf[rb + a * cw + b] = 0.0
+            for a in range(ahi, a1):
+                for b in range(cw):
+                    buf[rb + a * cw + b] = 0.0
+            # The run copied the neighbouring rows' pixels into the padding columns (and, where
+            # not ``finite``, possibly a non-finite pixel into the columns past ow); the last row's
+            # entries past bhi it did not write.
+            mend = blo > 0 or bhi < ow or (not finite and cw > ow)
+            for a in range(alo if mend else max(alo, ahi - 1), ahi):
+                d = rb + a * cw
+                for b in range(blo):
+                    buf[d + b] = 0.0
+                for b in range(bhi, cw if a == ahi - 1 or not finite else ow):
+                    buf[d + b] = 0.0
         else:
             for a in range(a0, a1):
                 d = rb + a * ow
@@ -116,27 +154,31 @@ def _fill_columns(xs, xb, c_, h_, w_, kh, kw, sw, dw, left, a0, a1, ow, lw, rtab
 
 
 @njit(cache=True, nogil=True)
-def _add_columns(buf, pb, col0, gs, gb, c_, h_, w_, kh, kw, sw, dw, left, a0, a1, ow, lw, rtab, ctab, lo, hi, rlo, rhi, run):
-    """col2im of a block: add ``buf`` (as filled by :func:`_fill_columns`) back into the image's
-    input gradient at ``gs[gb:]``, tap by tap. ``buf``'s padding entries are overwritten."""
+def _add_columns(buf, pb, col0, gs, gb, c_, h_, w_, kh, kw, sw, dw, left, a0, a1, ow, lw, rtab, ctab, lo, hi, rlo, rhi, run,
+                 finite):
+    """col2im of a block: add ``buf`` (laid out as :func:`_fill_columns` fills it) back into the
+    image's input gradient at ``gs[gb:]``, tap by tap. ``buf``'s padding entries are overwritten;
+    its entries past ow (the products of the gradient's zeros there) too unless ``finite`` (the
+    weight holds no inf or NaN: then they are zeros)."""
     taps = kh * kw
     hw = h_ * w_
+    cw = w_ if run else ow
     for row in range(c_ * taps):
-        i, j, blo, bhi, u0, base, rb = _column_row(row, taps, kw, dw, left, lo, hi, gb, hw, pb, col0, a0, ow)
+        i, j, blo, bhi, u0, base, rb = _column_row(row, taps, kw, dw, left, lo, hi, gb, hw, pb, col0, a0, cw)
         if run:
-            alo = max(a0, rlo[i])
-            ahi = min(a1, rhi[i])
+            alo, ahi = _run_rows(i, a0, a1, rlo, rhi)
             if alo < ahi:
                 # Zeros where the run crosses the padding columns: the pixels of the neighbouring
                 # rows they land on get + 0.0, which changes no sum (sums start at +0.0, so none
                 # is −0.0).
-                for a in range(alo, ahi):
-                    for b in range(blo):
-                        buf[rb + a * ow + b] = 0.0
-                    for b in range(bhi, ow):
-                        buf[rb + a * ow + b] = 0.0
-                shift = base + rtab[i, alo] * w_ - alo * ow + u0 - rb
-                for d in range(rb + alo * ow + blo, rb + (ahi - 1) * ow + bhi):
+                if blo > 0 or bhi < ow or (not finite and cw > ow):
+                    for a in range(alo, ahi):
+                        for b in range(blo):
+                            buf[rb + a * cw + b] = 0.0
+                        for b in range(bhi, cw):
+                            buf[rb + a * cw + b] = 0.0
+                shift = base + rtab[i, alo] * w_ - alo * cw + u0 - rb
+                for d in range(rb + alo * cw + blo, rb + (ahi - 1) * cw + bhi):
                     gs[np.uint64(d + shift)] += buf[np.uint64(d)]
         else:
             for a in range(a0, a1):
@@ -165,8 +207,8 @@ def _blocks(n_, oh, ow, images, block_rows, item):
     return n0, min(n_, n0 + images), a0, min(oh, a0 + block_rows)
 
 
-def _conv_forward(gemm, x, wmat, bias, has_bias, groups, kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw, images, block_rows,
-                  threads, one, zero, out):
+def _conv_forward(gemm, x, wmat, bias, has_bias, groups, kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw, run, images,
+                  block_rows, threads, one, zero, out):
     n_, c_, h_, w_ = x.shape
     k_ = wmat.shape[0]
     kg = k_ // groups
@@ -176,17 +218,17 @@ def _conv_forward(gemm, x, wmat, bias, has_bias, groups, kh, kw, sh, sw, dh, dw,
     ctab = _table(kw, dw, sw, left, ow, w_, lw)
     lo, hi = _ranges(ctab)
     rlo, rhi = _ranges(rtab)
-    run = _contiguous(sh, sw, lh, lw, ow, w_)
+    cw = w_ if run else ow  # the columns' entries per output row
     items = ((n_ + images - 1) // images) * ((oh + block_rows - 1) // block_rows)
     plane = oh * ow
     chw = c_ * h_ * w_
     xs = x.reshape(x.size)
     os = out.reshape(out.size)
-    width = images * block_rows * ow  # a block's columns, at most
+    width = images * block_rows * cw  # a block's columns, at most
     size = c_ * taps * width
     bufs = np.empty(threads * size, dtype=x.dtype)
-    # Several (small) images per block: the product goes to a buffer, then into NCHW.
-    gathered = images > 1
+    # Several (small) images per block, or wide rows: the product goes to a buffer, then into NCHW.
+    gathered = images > 1 or cw > ow
     products = np.empty(threads * k_ * width if gathered else 0, dtype=x.dtype)
     itemsize = x.itemsize
     for t in prange(threads):
@@ -194,11 +236,12 @@ def _conv_forward(gemm, x, wmat, bias, has_bias, groups, kh, kw, sh, sw, dh, dw,
         yb = t * k_ * width
         for item in range(t, items, threads):
             n0, n1, a0, a1 = _blocks(n_, oh, ow, images, block_rows, item)
-            rows = (a1 - a0) * ow
+            rows = (a1 - a0) * cw
             pb = (n1 - n0) * rows
             for n in range(n0, n1):
+                # (finite: the products of the columns past ow are dropped, whatever they hold)
                 _fill_columns(xs, n * chw, c_, h_, w_, kh, kw, sw, dw, left, a0, a1, ow, lw, rtab, ctab, lo, hi, rlo, rhi,
-                              run, buf, pb, (n - n0) * rows)
+                              run, True, buf, pb, (n - n0) * rows)
             if gathered:
                 for g in range(groups):
                     gemm(_ROW_MAJOR, _NO_TRANS, _NO_TRANS, kg, pb, ckk_g, one, wmat.ctypes.data + g * kg * ckk_g * itemsize,
@@ -206,15 +249,17 @@ def _conv_forward(gemm, x, wmat, bias, has_bias, groups, kh, kw, sh, sw, dh, dw,
                          products.ctypes.data + (yb + g * kg * pb) * itemsize, pb)
                 for n in range(n0, n1):
                     for k in range(k_):
-                        src = yb + k * pb + (n - n0) * plane
-                        dst = (n * k_ + k) * plane
-                        if has_bias:  # the reference's product + bias (adding no zero: −0.0 stays)
-                            value = bias[k]
-                            for p in range(plane):
-                                os[np.uint64(dst + p)] = products[np.uint64(src + p)] + value
-                        else:
-                            for p in range(plane):
-                                os[np.uint64(dst + p)] = products[np.uint64(src + p)]
+                        # the reference's product + bias (adding no zero: −0.0 stays)
+                        value = bias[k] if has_bias else zero
+                        for a in range(a1 - a0):
+                            src = yb + k * pb + (n - n0) * rows + a * cw
+                            dst = (n * k_ + k) * plane + (a0 + a) * ow
+                            if has_bias:
+                                for b in range(ow):
+                                    os[np.uint64(dst + b)] = products[np.uint64(src + b)] + value
+                            else:
+                                for b in range(ow):
+                                    os[np.uint64(dst + b)] = products[np.uint64(src + b)]
             else:
                 ob = n0 * k_ * plane + a0 * ow
                 for g in range(groups):
@@ -229,7 +274,7 @@ def _conv_forward(gemm, x, wmat, bias, has_bias, groups, kh, kw, sh, sw, dh, dw,
                             os[np.uint64(start + p)] += value
 
 
-def _conv_backward(gemm, grad, x, wmat, groups, c_, h_, w_, kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw, images,
+def _conv_backward(gemm, grad, x, wmat, groups, c_, h_, w_, kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw, run, images,
                    block_rows, threads, one, zero, input_grad, weight_grad, grad_input, weight_parts):
     n_, k_ = grad.shape[:2]
     kg = k_ // groups
@@ -239,7 +284,7 @@ def _conv_backward(gemm, grad, x, wmat, groups, c_, h_, w_, kh, kw, sh, sw, dh, 
     ctab = _table(kw, dw, sw, left, ow, w_, lw)
     lo, hi = _ranges(ctab)
     rlo, rhi = _ranges(rtab)
-    run = _contiguous(sh, sw, lh, lw, ow, w_)
+    cw = w_ if run else ow  # the columns' entries per output row
     row_blocks = (oh + block_rows - 1) // block_rows
     image_blocks = (n_ + images - 1) // images
     plane = oh * ow
@@ -247,14 +292,18 @@ def _conv_backward(gemm, grad, x, wmat, groups, c_, h_, w_, kh, kw, sh, sw, dh, 
     xs = x.reshape(x.size)
     gs = grad_input.reshape(grad_input.size)
     grads = grad.reshape(grad.size)
-    width = images * block_rows * ow
+    width = images * block_rows * cw
     size = c_ * taps * width
     bufs = np.empty(threads * size, dtype=grad.dtype)
-    # Several (small) images per block: their gradients are gathered into one (K, images·oh·ow) matrix.
-    gathered = images > 1
+    # Several (small) images per block, or wide rows: the gradients are gathered into one
+    # (K, images·rows·cw) matrix, zeros past ow.
+    gathered = images > 1 or cw > ow
     gathers = np.empty(threads * k_ * width if gathered else 0, dtype=grad.dtype)
     itemsize = grad.itemsize
     part = kg * ckk_g * groups
+    # Without inf or NaN in the weight, the input gradient's columns past ow are zeros (the
+    # gradient's zeros there times the weight), which the col2im adds may add as they are.
+    weight_finite = not input_grad or _all_finite(wmat.reshape(wmat.size), 0, wmat.size)
     for t in prange(threads):
         buf = bufs[t * size:(t + 1) * size]
         for ib in range(t, image_blocks, threads):  # a thread owns whole images: its col2im adds do not race
@@ -266,16 +315,19 @@ def _conv_backward(gemm, grad, x, wmat, groups, c_, h_, w_, kh, kw, sh, sw, dh, 
             for block in range(row_blocks):
                 a0 = block * block_rows
                 a1 = min(oh, a0 + block_rows)
-                rows = (a1 - a0) * ow
+                rows = (a1 - a0) * cw
                 pb = (n1 - n0) * rows
                 if gathered:
                     gb = t * k_ * width
                     for n in range(n0, n1):
                         for k in range(k_):
-                            src = (n * k_ + k) * plane
-                            dst = gb + k * pb + (n - n0) * plane
-                            for p in range(plane):
-                                gathers[np.uint64(dst + p)] = grads[np.uint64(src + p)]
+                            for a in range(a1 - a0):
+                                src = (n * k_ + k) * plane + (a0 + a) * ow
+                                dst = gb + k * pb + (n - n0) * rows + a * cw
+                                for b in range(ow):
+                                    gathers[np.uint64(dst + b)] = grads[np.uint64(src + b)]
+                                for b in range(ow, cw):
+                                    gathers[np.uint64(dst + b)] = 0.0
                     gp = gathers.ctypes.data + gb * itemsize  # (K, pb)
                     ld = pb
                 else:
@@ -283,8 +335,9 @@ def _conv_backward(gemm, grad, x, wmat, groups, c_, h_, w_, kh, kw, sh, sw, dh, 
                     ld = plane
                 if weight_grad:
                     for n in range(n0, n1):
+                        finite = cw == ow or _all_finite(xs, n * c_ * hw, (n + 1) * c_ * hw)
                         _fill_columns(xs, n * c_ * hw, c_, h_, w_, kh, kw, sw, dw, left, a0, a1, ow, lw, rtab, ctab, lo, hi,
-                                      rlo, rhi, run, buf, pb, (n - n0) * rows)
+                                      rlo, rhi, run, finite, buf, pb, (n - n0) * rows)
                     for g in range(groups):
                         gemm(_ROW_MAJOR, _NO_TRANS, _TRANS, kg, ckk_g, pb, one, gp + g * kg * ld * itemsize, ld,
                              buf.ctypes.data + g * ckk_g * pb * itemsize, pb, one,
@@ -295,7 +348,7 @@ def _conv_backward(gemm, grad, x, wmat, groups, c_, h_, w_, kh, kw, sh, sw, dh, 
                              ckk_g, gp + g * kg * ld * itemsize, ld, zero, buf.ctypes.data + g * ckk_g * pb * itemsize, pb)
                     for n in range(n0, n1):
                         _add_columns(buf, pb, (n - n0) * rows, gs, n * c_ * hw, c_, h_, w_, kh, kw, sw, dw, left, a0, a1, ow,
-                                     lw, rtab, ctab, lo, hi, rlo, rhi, run)
+                                     lw, rtab, ctab, lo, hi, rlo, rhi, run, weight_finite)
 
 
 # Each compiled twice, parallel and serial (under their own names: numba's disk cache keys on the name).
@@ -303,7 +356,7 @@ _forward_kernels = _Kernel(_conv_forward)
 _backward_kernels = _Kernel(_conv_backward)
 
 
-def _launch(kernels, largest, channels, out_channels, w, batch, itemsize):
+def _launch(kernels, largest, channels, out_channels, w, width, batch, itemsize):
     """(kernel, threads, images per block, output rows per block): the parallel build on numba's
     threads when the largest array is worth it (as :class:`~portaconv.primitives.numba_kernels._Kernel`),
     else the serial one; blocks as :func:`~portaconv.primitives.dispatch.conv_blocks` sizes them
@@ -312,7 +365,7 @@ def _launch(kernels, largest, channels, out_channels, w, batch, itemsize):
     if largest >= PARALLEL_MIN_ELEMENTS:
         _threads()
         threads = numba.get_num_threads()
-    bytes_per_row = (channels * w.taps + out_channels) * w.ow * itemsize
+    bytes_per_row = (channels * w.taps + out_channels) * (width if _runs(w, width) else w.ow) * itemsize
     return (kernels.serial if threads == 1 else kernels.parallel, threads, *conv_blocks(bytes_per_row, w.oh, batch, threads))
 
 
@@ -332,12 +385,14 @@ def conv_im2col(x, weight, bias, w, groups, xp, *, keep=False):
     x = np.ascontiguousarray(x)
     wmat = np.ascontiguousarray(np.reshape(weight, (out_channels, -1)))
     out = np.empty((n_, out_channels, w.oh, w.ow), dtype=dtype)
-    kernel, threads, images, block_rows = _launch(_forward_kernels, max(x.size, out.size), c_, out_channels, w, n_, dtype.itemsize)
+    width = x.shape[3]
+    kernel, threads, images, block_rows = _launch(_forward_kernels, max(x.size, out.size), c_, out_channels, w, width, n_,
+                                                  dtype.itemsize)
     has_bias = bias is not None
     bias = np.ascontiguousarray(bias) if has_bias else wmat[0]  # (a placeholder of the same type)
     with numpy_products._OneBlasThread():
-        kernel(numpy_products._gemms()[dtype], x, wmat, bias, has_bias, groups, *_geometry(w), images, block_rows,
-               threads, dtype.type(1), dtype.type(0), out)
+        kernel(numpy_products._gemms()[dtype], x, wmat, bias, has_bias, groups, *_geometry(w), _runs(w, width), images,
+               block_rows, threads, dtype.type(1), dtype.type(0), out)
     return out, None
 
 
@@ -354,7 +409,7 @@ def conv_im2col_backward(grad, x, weight, w, groups, input_shape, xp, *, input_g
                                               weight_grad=weight_grad, columns=columns)
     grad = np.ascontiguousarray(grad)
     kernel, threads, images, block_rows = _launch(
-        _backward_kernels, max(grad.size, n_ * c_ * h_ * w_), c_, out_channels, w, n_, dtype.itemsize
+        _backward_kernels, max(grad.size, n_ * c_ * h_ * w_), c_, out_channels, w, w_, n_, dtype.itemsize
     )
     threads = max(1, min(threads, -(-n_ // images)))  # a thread owns whole blocks of images
     ckk_g = c_ // groups * w.taps
@@ -363,8 +418,8 @@ def conv_im2col_backward(grad, x, weight, w, groups, input_shape, xp, *, input_g
     grad_input = np.empty((n_, c_, h_, w_), dtype) if input_grad else np.empty((1, 1, 1, 1), dtype)
     parts = np.zeros((threads if weight_grad else 1, out_channels, ckk_g), dtype)
     with numpy_products._OneBlasThread():
-        kernel(numpy_products._gemms()[dtype], grad, xc, wmat, groups, c_, h_, w_, *_geometry(w), images, block_rows, threads,
-               dtype.type(1), dtype.type(0), input_grad, weight_grad, grad_input, parts)
+        kernel(numpy_products._gemms()[dtype], grad, xc, wmat, groups, c_, h_, w_, *_geometry(w), _runs(w, w_), images,
+               block_rows, threads, dtype.type(1), dtype.type(0), input_grad, weight_grad, grad_input, parts)
     grad_weight = None
     if weight_grad:
         total = parts[0]
