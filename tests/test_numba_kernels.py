@@ -302,6 +302,25 @@ def test_split_product_gives_numpys_bits(a_shape, b_shape, layout, dtype):
     assert np.array_equal(got, np.matmul(a, b))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (64, 32, 26, 26), (1, 5, 1, 1), (3, 2, 7, 3)])
+def test_channel_sum(shape, dtype):
+    """A convolution's bias gradient against the reference (NumPy's sum over N, H, W): bit for bit
+    on small integers with NaN, ±inf and −0.0 (every order gives the same sums), to the dtype's
+    rounding on normal values (the kernel sums in float64); an all −0.0 channel sums to +0.0 as
+    NumPy's does. The largest shape runs the parallel build."""
+    rng = np.random.default_rng(12)
+    for kind in KINDS:
+        grad = _values(rng, shape, dtype, kind)
+        got, want = nk.channel_sum(grad, xp), ref.channel_sum(grad, xp)
+        assert got.shape == (shape[1],) and got.dtype == grad.dtype
+        if kind == "normal":
+            np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == "float32" else 1e-12, atol=0)
+        else:
+            _same(got, want)
+    _same(nk.channel_sum(np.full(shape, -0.0, dtype), xp), ref.channel_sum(np.full(shape, -0.0, dtype), xp))
+
+
 # ---- the fused convolutions (numba_conv) ---------------------------------------------------------
 
 

@@ -101,7 +101,7 @@ KERNEL_BACKENDS = [b for b in available_backends("") if dispatch.family(b.xp) is
 # and to_nchw run the reference).
 KERNELS_BY_FAMILY = {
     "numpy": ("im2col", "col2im", "max_pool", "max_pool_backward", "window_sum", "window_spread", "to_nchw", "conv_im2col",
-              "conv_im2col_backward"),
+              "conv_im2col_backward", "channel_sum"),
     "cupy": ("im2col", "col2im"),
 }
 # Kernels that add in another order than the reference: their results are compared to the dtype's

@@ -256,7 +256,7 @@ def _bias_grad(grad_output, bias, xp):
     """Sum of the (N, K, oh, ow) or unbatched (K, oh, ow) gradient over all but K; None without a bias."""
     if bias is None:
         return None
-    return xp.sum(grad_output, axis=(0, 2, 3) if grad_output.ndim == 4 else (1, 2))
+    return P.channel_sum(grad_output if grad_output.ndim == 4 else grad_output[None, ...], xp)
 
 
 def _add_bias(out, bias, xp):

@@ -25,6 +25,7 @@ __all__ = [
     "to_nchw",
     "matmul",
     "relu_grad",
+    "channel_sum",
     "conv_im2col",
     "conv_im2col_backward",
 ]
@@ -68,6 +69,10 @@ def to_nchw(y, bias, shape, xp):
 
 def relu_grad(grad, x, xp):
     return _implementation("relu_grad", xp, grad.dtype)(grad, x, xp)
+
+
+def channel_sum(grad, xp):
+    return _implementation("channel_sum", xp, grad.dtype)(grad, xp)
 
 
 # ---- Winograd F(2×2, 3×3) ----------------------------------------------------------------------

@@ -47,19 +47,21 @@ __all__ = [
     "window_spread",
     "to_nchw",
     "relu_grad",
+    "channel_sum",
 ]
 
 class _Kernel:
     """A kernel compiled twice: parallel (``prange`` over numba's threads) and serial (``prange``
     as ``range``), the serial one for calls whose largest array holds fewer than
     ``dispatch.PARALLEL_MIN_ELEMENTS`` elements, where starting the threads costs more than it
-    saves. Both compute the same bits (every output is written by one iteration either way)."""
+    saves. Both compute the same bits (every output is written by one iteration either way),
+    unless ``fastmath`` lets LLVM reorder a sum (see :func:`_channel_sum`)."""
 
-    def __init__(self, fn):
-        self.parallel = njit(parallel=True, cache=True, fastmath=False)(fn)
+    def __init__(self, fn, *, fastmath=False):
+        self.parallel = njit(parallel=True, cache=True, fastmath=fastmath)(fn)
         serial = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__, fn.__closure__)
         serial.__qualname__ = fn.__qualname__ + "_serial"  # its own on-disk cache entry
-        self.serial = njit(parallel=False, cache=True, fastmath=False)(serial)
+        self.serial = njit(parallel=False, cache=True, fastmath=fastmath)(serial)
 
     def __call__(self, *args):
         for a in args:
@@ -653,6 +655,35 @@ def relu_grad(grad, x, xp):
     x = np.ascontiguousarray(x)
     out = np.empty(grad.shape, dtype=grad.dtype)
     _relu_grad(grad, x, out)
+    return out
+
+
+# ---- a convolution's bias gradient ---------------------------------------------------------------
+
+
+@functools.partial(_kernel, fastmath={"reassoc"})
+def _channel_sum(grad, out):
+    # Per channel, one float64 sum over the planes, rounded once: at least as accurate as NumPy's
+    # pairwise sum. Reassociation (only: NaN, inf and signed zeros keep IEEE's rules) lets LLVM
+    # split it into vector lanes; which lanes is the build's choice, so the serial and parallel
+    # builds may round a float64 sum differently in its last bit. From +0.0, as NumPy's sum.
+    n_, c_, h_, w_ = grad.shape
+    plane = h_ * w_
+    gs = grad.reshape(grad.size)
+    for k in prange(c_):
+        total = 0.0
+        for n in range(n_):
+            base = (n * c_ + k) * plane
+            for p in range(base, base + plane):
+                total += gs[np.uint64(p)]
+        out[k] = total
+
+
+@register("channel_sum", "numpy")
+def channel_sum(grad, xp):
+    grad = np.ascontiguousarray(grad)
+    out = np.empty(grad.shape[1], dtype=grad.dtype)
+    _channel_sum(grad, out)
     return out
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "to_nchw",
     "matmul",
     "relu_grad",
+    "channel_sum",
     "conv_im2col",
     "conv_im2col_backward",
 ]
@@ -246,3 +247,8 @@ def relu_grad(grad, x, xp):
     """relu's input gradient (torch's threshold_backward at 0): ``grad`` where ``x > 0`` or ``x``
     is NaN, 0 where ``x <= 0``, whatever ``grad`` holds there (inf, NaN)."""
     return xp.where(x <= 0, xp.zeros((), dtype=grad.dtype, device=_device(grad)), grad)
+
+
+def channel_sum(grad, xp):
+    """The sum of an (N, C, H, W) array over N, H and W, shape (C,): a convolution's bias gradient."""
+    return xp.sum(grad, axis=(0, 2, 3))
