@@ -24,7 +24,8 @@ from .._options import get_options
 from . import reference
 from .window import Window
 
-__all__ = ["register", "implementation", "family", "conv_algorithm", "grad_input_method", "conv_tiles", "conv_blocks"]
+__all__ = ["register", "implementation", "family", "conv_algorithm", "grad_input_method", "conv_tiles", "conv_blocks",
+           "wide_rows"]
 
 _KERNELS: dict = {}
 _LOADED: dict = {}
@@ -161,6 +162,21 @@ def conv_blocks(bytes_per_row: int, oh: int, batch: int, threads: int) -> tuple[
     images = max(1, min(rows // oh, batch // max(threads, 1)))
     rounds = -(-batch // (images * threads))  # blocks per thread; then the images spread evenly
     return max(1, -(-batch // (rounds * threads))), oh
+
+
+# The columns of a stride-1 convolution narrower than its input may be laid out in rows as wide as
+# the input (numba_conv._runs): each tap's columns are then one contiguous copy of the input plane,
+# several times cheaper per value than copying its rows one by one, but the product also computes
+# the width − ow entries past each row's outputs, which are dropped (docs/performance.md, "sixth
+# session"). Wide rows while those are at most this fraction of ow ("same" padding: none; seed-cnn's
+# valid 3×3 layers: 2 of 11 and 2 of 26), row by row beyond (a large kernel's narrow output).
+WIDE_ROWS_MAX_EXTRA = 0.25
+
+
+def wide_rows(ow: int, width: int) -> bool:
+    """Whether a stride-1 convolution with output width ``ow`` over an input ``width`` wide lays
+    its fused columns out in rows ``width`` wide (needs ``ow <= width``)."""
+    return ow <= width and width - ow <= WIDE_ROWS_MAX_EXTRA * ow
 
 
 # ---- pooling windows ---------------------------------------------------------------------------

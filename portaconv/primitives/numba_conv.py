@@ -46,7 +46,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import reference
-from .dispatch import PARALLEL_MIN_ELEMENTS, conv_blocks, register
+from .dispatch import PARALLEL_MIN_ELEMENTS, conv_blocks, register, wide_rows
 from .numba_kernels import _Kernel, _geometry, _ranges, _table, _threads
 from . import numpy_products  # (imported in either order with numba_kernels: attributes read at call time)
 
@@ -57,12 +57,13 @@ _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
 def _runs(w, width) -> bool:
     """Whether one tap's rows of a block's columns are one contiguous run of the input plane: stride
-    1, no input dilation, and an output no wider than the input. Then the columns are laid out
-    "wide", ``width`` entries per output row (the input's row length), so that output (a, b) and
-    (a, b + 1) read neighbouring input pixels and output (a + 1, 0) reads the pixel ``width`` after
-    (a, 0): a tap's columns are the input plane read from one offset. Entries ``b >= ow`` of a
-    row are not outputs: their products are dropped, their gradients are zeros."""
-    return (w.sh, w.sw, w.lh, w.lw) == (1, 1, 1, 1) and w.ow <= width
+    1, no input dilation, and an output no wider than the input, and not much narrower
+    (:func:`~portaconv.primitives.dispatch.wide_rows`). Then the columns are laid out "wide",
+    ``width`` entries per output row (the input's row length), so that output (a, b) and (a, b + 1)
+    read neighbouring input pixels and output (a + 1, 0) reads the pixel ``width`` after (a, 0): a
+    tap's columns are the input plane read from one offset. Entries ``b >= ow`` of a row are not
+    outputs: their products are dropped, their gradients are zeros."""
+    return (w.sh, w.sw, w.lh, w.lw) == (1, 1, 1, 1) and wide_rows(w.ow, width)
 
 
 @njit(inline="always")
