@@ -250,12 +250,11 @@ def _conv_forward(gemm, x, wmat, bias, has_bias, groups, kh, kw, sh, sw, dh, dw,
                          products.ctypes.data + (yb + g * kg * pb) * itemsize, pb)
                 for n in range(n0, n1):
                     for k in range(k_):
-                        # the reference's product + bias (adding no zero: −0.0 stays)
-                        value = bias[k] if has_bias else zero
                         for a in range(a1 - a0):
                             src = yb + k * pb + (n - n0) * rows + a * cw
                             dst = (n * k_ + k) * plane + (a0 + a) * ow
-                            if has_bias:
+                            if has_bias:  # the reference's product + bias (adding no zero: −0.0 stays)
+                                value = bias[k]
                                 for b in range(ow):
                                     os[np.uint64(dst + b)] = products[np.uint64(src + b)] + value
                             else:
@@ -357,16 +356,16 @@ _forward_kernels = _Kernel(_conv_forward)
 _backward_kernels = _Kernel(_conv_backward)
 
 
-def _launch(kernels, largest, channels, out_channels, w, width, batch, itemsize):
+def _launch(kernels, largest, channels, out_channels, w, row_width, batch, itemsize):
     """(kernel, threads, images per block, output rows per block): the parallel build on numba's
     threads when the largest array is worth it (as :class:`~portaconv.primitives.numba_kernels._Kernel`),
     else the serial one; blocks as :func:`~portaconv.primitives.dispatch.conv_blocks` sizes them
-    for an output row's columns and products."""
+    for an output row's columns and products, ``row_width`` entries each."""
     threads = 1
     if largest >= PARALLEL_MIN_ELEMENTS:
         _threads()
         threads = numba.get_num_threads()
-    bytes_per_row = (channels * w.taps + out_channels) * (width if _runs(w, width) else w.ow) * itemsize
+    bytes_per_row = (channels * w.taps + out_channels) * row_width * itemsize
     return (kernels.serial if threads == 1 else kernels.parallel, threads, *conv_blocks(bytes_per_row, w.oh, batch, threads))
 
 
@@ -387,13 +386,14 @@ def conv_im2col(x, weight, bias, w, groups, xp, *, keep=False):
     wmat = np.ascontiguousarray(np.reshape(weight, (out_channels, -1)))
     out = np.empty((n_, out_channels, w.oh, w.ow), dtype=dtype)
     width = x.shape[3]
-    kernel, threads, images, block_rows = _launch(_forward_kernels, max(x.size, out.size), c_, out_channels, w, width, n_,
-                                                  dtype.itemsize)
+    run = _runs(w, width)
+    kernel, threads, images, block_rows = _launch(_forward_kernels, max(x.size, out.size), c_, out_channels, w,
+                                                  width if run else w.ow, n_, dtype.itemsize)
     has_bias = bias is not None
     bias = np.ascontiguousarray(bias) if has_bias else wmat[0]  # (a placeholder of the same type)
     with numpy_products._OneBlasThread():
-        kernel(numpy_products._gemms()[dtype], x, wmat, bias, has_bias, groups, *_geometry(w), _runs(w, width), images,
-               block_rows, threads, dtype.type(1), dtype.type(0), out)
+        kernel(numpy_products._gemms()[dtype], x, wmat, bias, has_bias, groups, *_geometry(w), run, images, block_rows,
+               threads, dtype.type(1), dtype.type(0), out)
     return out, None
 
 
@@ -409,8 +409,9 @@ def conv_im2col_backward(grad, x, weight, w, groups, input_shape, xp, *, input_g
         return reference.conv_im2col_backward(grad, x, weight, w, groups, input_shape, xp, input_grad=input_grad,
                                               weight_grad=weight_grad, columns=columns)
     grad = np.ascontiguousarray(grad)
+    run = _runs(w, w_)
     kernel, threads, images, block_rows = _launch(
-        _backward_kernels, max(grad.size, n_ * c_ * h_ * w_), c_, out_channels, w, w_, n_, dtype.itemsize
+        _backward_kernels, max(grad.size, n_ * c_ * h_ * w_), c_, out_channels, w, w_ if run else w.ow, n_, dtype.itemsize
     )
     threads = max(1, min(threads, -(-n_ // images)))  # a thread owns whole blocks of images
     ckk_g = c_ // groups * w.taps
@@ -419,8 +420,8 @@ def conv_im2col_backward(grad, x, weight, w, groups, input_shape, xp, *, input_g
     grad_input = np.empty((n_, c_, h_, w_), dtype) if input_grad else np.empty((1, 1, 1, 1), dtype)
     parts = np.zeros((threads if weight_grad else 1, out_channels, ckk_g), dtype)
     with numpy_products._OneBlasThread():
-        kernel(numpy_products._gemms()[dtype], grad, xc, wmat, groups, c_, h_, w_, *_geometry(w), _runs(w, w_), images,
-               block_rows, threads, dtype.type(1), dtype.type(0), input_grad, weight_grad, grad_input, parts)
+        kernel(numpy_products._gemms()[dtype], grad, xc, wmat, groups, c_, h_, w_, *_geometry(w), run, images, block_rows,
+               threads, dtype.type(1), dtype.type(0), input_grad, weight_grad, grad_input, parts)
     grad_weight = None
     if weight_grad:
         total = parts[0]
