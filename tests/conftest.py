@@ -13,6 +13,15 @@ settings.register_profile("default", max_examples=60, deadline=None, derandomize
 settings.register_profile("ci", max_examples=200, deadline=None, derandomize=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "default"))
 
+# XLA compiles every op JAX runs eagerly, and every jitted test function, once per shape and dtype:
+# thousands of small one-off compilations, most of the suite's JAX time. Without the CPU backend's
+# MLIR fusion emitters and without LLVM's optimization passes they compile much faster; the
+# arithmetic keeps IEEE semantics either way (XLA's fast math is off by default), so the parity
+# checks test the same library code. test_jax.py::test_xla_default_flags runs a sample with XLA's
+# defaults, as users get them. (Set before JAX starts its backend; an XLA_FLAGS of your own wins.)
+XLA_TEST_FLAGS = "--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+os.environ.setdefault("XLA_FLAGS", XLA_TEST_FLAGS)
+
 try:  # float64 on JAX (its default is float32 only)
     import jax
 

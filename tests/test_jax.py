@@ -7,12 +7,11 @@ that the compute path is sync-free. Also: ``max_pool2d``'s indices, ``portaconv.
 jit, the JAX entries of ``get_namespace`` / ``asarray`` (float64 without ``jax_enable_x64``), and
 the bad-input errors on eager JAX arrays.
 
-Runtime: XLA compiles once per (op, parameters, shapes, dtype), 0.1–1.5 s on a CPU core (the
-convolutions' unrolled taps dominate): about a minute for the whole file. The jitted functions are
-compiled with LLVM's optimization level 0 (``portaconv.testing.jit_function``): the same XLA
-graph, a third less compile time. ``PORTACONV_JAX_CASES=representative`` runs one case per (op,
-parameter set, absent optional inputs) of ``CASES`` instead of every case (93 of 129, about 15%
-faster).
+Runtime: XLA compiles once per (op, parameters, shapes, dtype). The suite compiles with cheaper
+XLA flags (``XLA_TEST_FLAGS`` in tests/conftest.py; :func:`test_xla_default_flags` runs a sample
+with XLA's defaults) and the jitted functions with LLVM's optimization level 0
+(``portaconv.testing.jit_function``). ``PORTACONV_JAX_CASES=representative`` runs one case per
+(op, parameter set, absent optional inputs) of ``CASES`` instead of every case.
 """
 
 import functools
@@ -325,3 +324,47 @@ def test_jit_mixes_traced_and_closed_over_arrays():
     target = _jx([1, 0])
     loss = jax.jit(lambda logits: F.cross_entropy(logits, target))(_jx(np.zeros((2, 3))))
     assert_close(loss, np.log(3.0), what="cross_entropy with closed-over target")
+
+
+_DEFAULT_FLAGS_SCRIPT = """
+import os, sys
+import jax
+import numpy as np
+import portaconv
+import portaconv.functional as F
+from portaconv.testing import CASES, Backend, assert_close, make_inputs, run_case, torch_reference
+
+assert "XLA_FLAGS" not in os.environ
+jax.config.update("jax_enable_x64", True)
+JAX = Backend("jax", jax.numpy)
+for index in map(int, sys.argv[1:]):
+    case = CASES[index]
+    rng = np.random.default_rng(index)
+    inputs = make_inputs(case, rng)
+    with portaconv.options(kernels="reference"):
+        grad_output = rng.standard_normal(np.shape(getattr(F, case.op)(*inputs, **case.params)))
+    ref_out, ref_grads = torch_reference(case, inputs, grad_output)
+    for dtype in ("float32", "float64"):
+        for jit in (False, True):
+            out, grads = run_case(case, inputs, grad_output, JAX, dtype, jit=jit)
+            what = f"{case} {dtype} jit={jit}"
+            assert_close(out, ref_out, dtype=dtype, what=what)
+            for grad, ref in zip(grads, ref_grads):
+                if ref is not None:
+                    assert_close(grad, ref, dtype=dtype, what=what)
+print("checked", len(sys.argv) - 1)
+"""
+
+
+def test_xla_default_flags():
+    """The suite compiles JAX with cheaper XLA flags (tests/conftest.py); a convolution, a max pool
+    and a loss, eagerly and under jit in both dtypes, with XLA's defaults as users run them."""
+    import subprocess
+    import sys
+
+    picks = [next(i for i, c in enumerate(CASES) if c.op == op) for op in ("conv2d", "max_pool2d", "cross_entropy")]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    done = subprocess.run([sys.executable, "-c", _DEFAULT_FLAGS_SCRIPT, *map(str, picks)], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "checked 3"
