@@ -30,12 +30,17 @@ def check_float_arrays(op: str, xp, **arrays):
     (``array_api_compat.device`` gives None); it is not compared, so a jitted function may mix its
     traced arguments with concrete arrays it closes over.
     """
+    dtype = None
+    for a in arrays.values():  # NumPy arrays of one float dtype: valid, checked without the generic calls
+        if a is None:
+            continue
+        if type(a) is not np.ndarray or (a.dtype != dtype if dtype is not None else a.dtype not in _NUMPY_FLOATS):
+            break
+        dtype = a.dtype
+    else:
+        return
     present = {name: a for name, a in arrays.items() if a is not None}
     first_name, first = next(iter(present.items()))
-    if all(type(a) is np.ndarray for a in present.values()) and first.dtype in _NUMPY_FLOATS and all(
-        a.dtype == first.dtype for a in present.values()
-    ):
-        return  # NumPy arrays of one float dtype: valid, and checked without the generic calls
     # float32 and float64 only: the dtypes every op is checked in against torch. float16 and
     # bfloat16 raise rather than run untested.
     floats = (xp.float32, xp.float64)
@@ -72,11 +77,12 @@ def check_choice(op: str, name: str, value, choices):
         raise ValueError(f"{op}: {name} must be one of {choices}, got {value!r}")
 
 
-def _typed(value):
-    """A cache key that tells 1, 1.0 and True apart (they hash alike but validate differently)."""
-    if type(value) is tuple or type(value) is list:
-        return (type(value), *[(type(v), v) for v in value])
-    return (type(value), value)
+def _kind(value):
+    """The types in a parameter, for a cache key that tells 1, 1.0 and True apart (they hash and
+    compare alike but validate differently)."""
+    if type(value) is tuple:
+        return (tuple, *map(type, value))
+    return type(value)
 
 
 def cached_geometry(*, shapes: int):
@@ -88,8 +94,8 @@ def cached_geometry(*, shapes: int):
         cache = {}
 
         def wrapper(op, *args):
-            key = (op, *[tuple(a) for a in args[:shapes]], *[_typed(p) for p in args[shapes:]])
-            try:
+            try:  # (a list or another unhashable argument: validated every time)
+                key = (op, args, *map(_kind, args[shapes:]))
                 return cache[key]
             except KeyError:
                 pass

@@ -22,9 +22,11 @@ stays under ``workspace_limit`` by tiling the batch, then the output rows, then 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from .. import primitives as P
+from .._options import get_options
 from ..autograd.graph import differentiable
 from .._backend import namespace_of
 from .._shapes import _is_int, _pair, _padding4, conv_output_size, conv_transpose_output_size
@@ -127,17 +129,34 @@ def _transpose_geometry(op, input_shape, weight_shape, stride, padding, output_p
 
 
 def _itemsize(xp, dtype) -> int:
-    return xp.finfo(dtype).bits // 8
+    try:
+        return _ITEMSIZES[dtype]
+    except KeyError:
+        size = _ITEMSIZES[dtype] = xp.finfo(dtype).bits // 8
+        return size
+    except TypeError:  # an unhashable dtype
+        return xp.finfo(dtype).bits // 8
+
+
+_ITEMSIZES: dict = {}
 
 
 def _tiles(batch, channels, window: Window, itemsize):
     """(n0, n1, r0, r1, kernel-row blocks) covering the batch and the output rows, each column
-    buffer under the workspace limit (see :func:`~portaconv.primitives.dispatch.conv_tiles`)."""
-    images, rows, kernel_rows = dispatch.conv_tiles(batch, channels, window, itemsize)
-    blocks = [(i0, min(window.kh, i0 + kernel_rows)) for i0 in range(0, window.kh, kernel_rows)]
-    for n0 in range(0, max(batch, 1), images):  # an empty batch is one empty tile
-        for r0 in range(0, window.oh, rows):
-            yield n0, min(batch, n0 + images), r0, min(window.oh, r0 + rows), blocks
+    buffer under the workspace limit (see :func:`~portaconv.primitives.dispatch.conv_tiles`);
+    memoized per geometry and limit (a training step asks for the same tiles every time)."""
+    return _tile_list(batch, channels, window, itemsize, get_options().workspace_limit)
+
+
+@functools.lru_cache(maxsize=1024)
+def _tile_list(batch, channels, window: Window, itemsize, workspace_limit):
+    images, rows, kernel_rows = dispatch.conv_tiles(batch, channels, window, itemsize)  # (reads workspace_limit)
+    blocks = tuple((i0, min(window.kh, i0 + kernel_rows)) for i0 in range(0, window.kh, kernel_rows))
+    return tuple(
+        (n0, min(batch, n0 + images), r0, min(window.oh, r0 + rows), blocks)
+        for n0 in range(0, max(batch, 1), images)  # an empty batch is one empty tile
+        for r0 in range(0, window.oh, rows)
+    )
 
 
 def _kernel_rows(weight, i0, i1):
@@ -161,7 +180,7 @@ def _im2col_conv(x, weight, bias, window: Window, groups, xp, *, keep=None):
     implementation built one."""
     batch, channels = x.shape[:2]
     batches = {}
-    tiles = list(_tiles(batch, channels, window, _itemsize(xp, x.dtype)))
+    tiles = _tiles(batch, channels, window, _itemsize(xp, x.dtype))
     for n0, n1, r0, r1, blocks in tiles:
         images, rows_window = x[n0:n1, ...], window.output_rows(r0, r1)
         whole = len(blocks) == 1

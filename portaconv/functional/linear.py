@@ -8,7 +8,7 @@ from .. import primitives as P
 from ..autograd.graph import differentiable
 from .._backend import namespace_of
 from .._shapes import _is_int
-from .._validate import check_float_arrays, check_shape
+from .._validate import cached_geometry, check_float_arrays, check_shape
 
 __all__ = ["linear", "linear_backward", "flatten", "flatten_backward"]
 
@@ -65,6 +65,7 @@ def linear_backward(grad_output, input, weight, bias=None):
     return grad_input, grad_weight, grad_bias
 
 
+@cached_geometry(shapes=1)
 def _flat_shape(op, shape, start_dim, end_dim):
     ndim = max(len(shape), 1)
     for name, value in (("start_dim", start_dim), ("end_dim", end_dim)):

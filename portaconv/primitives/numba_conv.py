@@ -41,11 +41,15 @@ row-by-row copy they replace cost more (docs/performance.md). The rest goes row 
 
 from __future__ import annotations
 
+import functools
+
 import numba
 import numpy as np
 from numba import njit, prange
 
+from .._options import get_options
 from . import reference
+from .cblas import cblas_gemm
 from .dispatch import PARALLEL_MIN_ELEMENTS, conv_blocks, register, wide_rows
 from .numba_kernels import _Kernel, _geometry, _ranges, _table, _threads
 from . import numpy_products  # (imported in either order with numba_kernels: attributes read at call time)
@@ -245,9 +249,9 @@ def _conv_forward(gemm, x, wmat, bias, has_bias, groups, kh, kw, sh, sw, dh, dw,
                               run, True, buf, pb, (n - n0) * rows)
             if gathered:
                 for g in range(groups):
-                    gemm(_ROW_MAJOR, _NO_TRANS, _NO_TRANS, kg, pb, ckk_g, one, wmat.ctypes.data + g * kg * ckk_g * itemsize,
-                         ckk_g, buf.ctypes.data + g * ckk_g * pb * itemsize, pb, zero,
-                         products.ctypes.data + (yb + g * kg * pb) * itemsize, pb)
+                    cblas_gemm(gemm, _ROW_MAJOR, _NO_TRANS, _NO_TRANS, kg, pb, ckk_g, one,
+                               wmat.ctypes.data + g * kg * ckk_g * itemsize, ckk_g, buf.ctypes.data + g * ckk_g * pb * itemsize,
+                               pb, zero, products.ctypes.data + (yb + g * kg * pb) * itemsize, pb)
                 for n in range(n0, n1):
                     for k in range(k_):
                         for a in range(a1 - a0):
@@ -263,9 +267,9 @@ def _conv_forward(gemm, x, wmat, bias, has_bias, groups, kh, kw, sh, sw, dh, dw,
             else:
                 ob = n0 * k_ * plane + a0 * ow
                 for g in range(groups):
-                    gemm(_ROW_MAJOR, _NO_TRANS, _NO_TRANS, kg, pb, ckk_g, one, wmat.ctypes.data + g * kg * ckk_g * itemsize,
-                         ckk_g, buf.ctypes.data + g * ckk_g * pb * itemsize, pb, zero,
-                         out.ctypes.data + (ob + g * kg * plane) * itemsize, plane)
+                    cblas_gemm(gemm, _ROW_MAJOR, _NO_TRANS, _NO_TRANS, kg, pb, ckk_g, one,
+                               wmat.ctypes.data + g * kg * ckk_g * itemsize, ckk_g, buf.ctypes.data + g * ckk_g * pb * itemsize,
+                               pb, zero, out.ctypes.data + (ob + g * kg * plane) * itemsize, plane)
                 if has_bias:
                     for k in range(k_):
                         value = bias[k]
@@ -339,13 +343,14 @@ def _conv_backward(gemm, grad, x, wmat, groups, c_, h_, w_, kh, kw, sh, sw, dh, 
                         _fill_columns(xs, n * c_ * hw, c_, h_, w_, kh, kw, sw, dw, left, a0, a1, ow, lw, rtab, ctab, lo, hi,
                                       rlo, rhi, run, finite, buf, pb, (n - n0) * rows)
                     for g in range(groups):
-                        gemm(_ROW_MAJOR, _NO_TRANS, _TRANS, kg, ckk_g, pb, one, gp + g * kg * ld * itemsize, ld,
-                             buf.ctypes.data + g * ckk_g * pb * itemsize, pb, one,
-                             weight_parts.ctypes.data + (t * part + g * kg * ckk_g) * itemsize, ckk_g)
+                        cblas_gemm(gemm, _ROW_MAJOR, _NO_TRANS, _TRANS, kg, ckk_g, pb, one, gp + g * kg * ld * itemsize, ld,
+                                   buf.ctypes.data + g * ckk_g * pb * itemsize, pb, one,
+                                   weight_parts.ctypes.data + (t * part + g * kg * ckk_g) * itemsize, ckk_g)
                 if input_grad:
                     for g in range(groups):
-                        gemm(_ROW_MAJOR, _TRANS, _NO_TRANS, ckk_g, pb, kg, one, wmat.ctypes.data + g * kg * ckk_g * itemsize,
-                             ckk_g, gp + g * kg * ld * itemsize, ld, zero, buf.ctypes.data + g * ckk_g * pb * itemsize, pb)
+                        cblas_gemm(gemm, _ROW_MAJOR, _TRANS, _NO_TRANS, ckk_g, pb, kg, one,
+                                   wmat.ctypes.data + g * kg * ckk_g * itemsize, ckk_g, gp + g * kg * ld * itemsize, ld, zero,
+                                   buf.ctypes.data + g * ckk_g * pb * itemsize, pb)
                     for n in range(n0, n1):
                         _add_columns(buf, pb, (n - n0) * rows, gs, n * c_ * hw, c_, h_, w_, kh, kw, sw, dw, left, a0, a1, ow,
                                      lw, rtab, ctab, lo, hi, rlo, rhi, run, weight_finite)
@@ -360,7 +365,19 @@ def _launch(kernels, largest, channels, out_channels, w, row_width, batch, items
     """(kernel, threads, images per block, output rows per block): the parallel build on numba's
     threads when the largest array is worth it (as :class:`~portaconv.primitives.numba_kernels._Kernel`),
     else the serial one; blocks as :func:`~portaconv.primitives.dispatch.conv_blocks` sizes them
-    for an output row's columns and products, ``row_width`` entries each."""
+    for an output row's columns and products, ``row_width`` entries each. Memoized per call
+    geometry and the options it reads (small calls are dominated by such host work)."""
+    options = get_options()
+    plan = _plan(kernels, largest, channels, out_channels, w, row_width, batch, itemsize, options.workspace_limit,
+                 options.num_threads)
+    if plan[1] > 1:
+        _threads()  # numba's thread count is per calling thread: set it on every launch
+    return plan
+
+
+@functools.lru_cache(maxsize=1024)
+def _plan(kernels, largest, channels, out_channels, w, row_width, batch, itemsize, workspace_limit, num_threads):
+    # (workspace_limit and num_threads: the options conv_blocks and _threads read, in the key)
     threads = 1
     if largest >= PARALLEL_MIN_ELEMENTS:
         _threads()
@@ -369,9 +386,18 @@ def _launch(kernels, largest, channels, out_channels, w, row_width, batch, items
     return (kernels.serial if threads == 1 else kernels.parallel, threads, *conv_blocks(bytes_per_row, w.oh, batch, threads))
 
 
+_ONE_ZERO = {np.dtype(np.float32): (np.float32(1), np.float32(0)), np.dtype(np.float64): (np.float64(1), np.float64(0))}
+
+
 def _fusable(dtype, arrays, sizes):
-    """Whether the fused kernels run: NumPy's OpenBLAS found, every array of ``dtype``, nothing empty."""
-    return dtype in numpy_products._gemms() and all(a.dtype == dtype for a in arrays) and all(sizes)
+    """Whether the fused kernels run: NumPy's OpenBLAS found, every array (None: absent) of
+    ``dtype``, nothing empty."""
+    if dtype not in numpy_products._gemms() or 0 in sizes:
+        return False
+    for a in arrays:
+        if a is not None and a.dtype != dtype:
+            return False
+    return True
 
 
 @register("conv_im2col", "numpy")
@@ -380,10 +406,10 @@ def conv_im2col(x, weight, bias, w, groups, xp, *, keep=False):
     dtype = x.dtype
     n_, c_ = x.shape[:2]
     out_channels = weight.shape[0]
-    if not _fusable(dtype, [a for a in (weight, bias) if a is not None], (n_, c_, out_channels, w.oh * w.ow)):
+    if not _fusable(dtype, (weight, bias), (n_, c_, out_channels, w.oh * w.ow)):
         return reference.conv_im2col(x, weight, bias, w, groups, xp, keep=keep)
     x = np.ascontiguousarray(x)
-    wmat = np.ascontiguousarray(np.reshape(weight, (out_channels, -1)))
+    wmat = np.ascontiguousarray(weight.reshape(out_channels, -1))
     out = np.empty((n_, out_channels, w.oh, w.ow), dtype=dtype)
     width = x.shape[3]
     run = _runs(w, width)
@@ -393,7 +419,7 @@ def conv_im2col(x, weight, bias, w, groups, xp, *, keep=False):
     bias = np.ascontiguousarray(bias) if has_bias else wmat[0]  # (a placeholder of the same type)
     with numpy_products._OneBlasThread():
         kernel(numpy_products._gemms()[dtype], x, wmat, bias, has_bias, groups, *_geometry(w), run, images, block_rows,
-               threads, dtype.type(1), dtype.type(0), out)
+               threads, *_ONE_ZERO[dtype], out)
     return out, None
 
 
@@ -404,7 +430,7 @@ def conv_im2col_backward(grad, x, weight, w, groups, input_shape, xp, *, input_g
     dtype = grad.dtype
     n_, c_, h_, w_ = (int(s) for s in input_shape)
     out_channels = grad.shape[1]
-    operands = [a for a, wanted in ((x, weight_grad), (weight, input_grad)) if wanted]
+    operands = (x if weight_grad else None, weight if input_grad else None)
     if columns is not None or not _fusable(dtype, operands, (n_ * c_ * h_ * w_, out_channels, w.oh * w.ow)):
         return reference.conv_im2col_backward(grad, x, weight, w, groups, input_shape, xp, input_grad=input_grad,
                                               weight_grad=weight_grad, columns=columns)
@@ -415,13 +441,13 @@ def conv_im2col_backward(grad, x, weight, w, groups, input_shape, xp, *, input_g
     )
     threads = max(1, min(threads, -(-n_ // images)))  # a thread owns whole blocks of images
     ckk_g = c_ // groups * w.taps
-    wmat = np.ascontiguousarray(np.reshape(weight, (out_channels, -1))) if input_grad else np.empty((1, 1), dtype)
+    wmat = np.ascontiguousarray(weight.reshape(out_channels, -1)) if input_grad else np.empty((1, 1), dtype)
     xc = np.ascontiguousarray(x) if weight_grad else np.empty((1, 1, 1, 1), dtype)
     grad_input = np.empty((n_, c_, h_, w_), dtype) if input_grad else np.empty((1, 1, 1, 1), dtype)
     parts = np.zeros((threads if weight_grad else 1, out_channels, ckk_g), dtype)
     with numpy_products._OneBlasThread():
         kernel(numpy_products._gemms()[dtype], grad, xc, wmat, groups, c_, h_, w_, *_geometry(w), run, images, block_rows,
-               threads, dtype.type(1), dtype.type(0), input_grad, weight_grad, grad_input, parts)
+               threads, *_ONE_ZERO[dtype], input_grad, weight_grad, grad_input, parts)
     grad_weight = None
     if weight_grad:
         total = parts[0]

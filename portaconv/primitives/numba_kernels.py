@@ -65,7 +65,7 @@ class _Kernel:
 
     def __call__(self, *args):
         for a in args:
-            if isinstance(a, np.ndarray) and a.size >= PARALLEL_MIN_ELEMENTS:
+            if type(a) is np.ndarray and a.size >= PARALLEL_MIN_ELEMENTS:  # (the wrappers pass plain ndarrays)
                 _threads()  # only the parallel build reads numba's thread count
                 return self.parallel(*args)
         return self.serial(*args)
@@ -525,13 +525,21 @@ def _specialized_max_pool(kh, kw, sh, sw, dh, dw):
     return _max_pool_kernels(kh, kw, sh, sw, dh, dw)
 
 
+@functools.lru_cache(maxsize=1024)
+def _pool_launch(shape, w):
+    """(the max-pool kernels for window ``w``, their geometry arguments for an input of ``shape``):
+    memoized, as small calls are dominated by such host work."""
+    return _max_pool_set(w), (*_geometry(w), *_interiors(shape, w))
+
+
 @register("max_pool", "numpy")
 def max_pool(x, w, xp, *, taps=True):
     x = np.ascontiguousarray(x)
     shape = (*x.shape[:2], w.oh, w.ow)
     best = np.empty(shape, dtype=x.dtype)
     winner = np.empty(shape if taps else (1, 1, w.oh, w.ow), dtype=np.int32)
-    _max_pool_set(w)[0](x, *_geometry(w), *_interiors(x.shape, w), best, winner, bool(taps))
+    kernels, geometry = _pool_launch(x.shape, w)
+    kernels[0](x, *geometry, best, winner, bool(taps))
     return best, (winner if taps else None)
 
 
@@ -540,7 +548,8 @@ def max_pool_backward(grad, x, w, xp):
     x = np.ascontiguousarray(x)
     grad = np.ascontiguousarray(grad)
     out = np.empty(x.shape, dtype=grad.dtype)
-    _max_pool_set(w)[1](grad, x, *_geometry(w), *_interiors(x.shape, w), out)
+    kernels, geometry = _pool_launch(x.shape, w)
+    kernels[1](grad, x, *geometry, out)
     return out
 
 
@@ -551,7 +560,8 @@ def max_pool_scatter(grad, taps, shape, w, xp):
     index = np.int32 if taps.dtype == np.int32 else np.int64
     taps = np.ascontiguousarray(np.broadcast_to(taps, grad.shape), dtype=index)
     out = np.empty(tuple(shape), dtype=grad.dtype)
-    _max_pool_set(w)[2](grad, taps, *_geometry(w), *_interiors(shape, w), out)
+    kernels, geometry = _pool_launch(tuple(shape), w)
+    kernels[2](grad, taps, *geometry, out)
     return out
 
 

@@ -30,6 +30,7 @@ import numpy as np
 from numba import njit, prange
 
 from .._options import get_options
+from .cblas import cblas_gemm
 from .dispatch import register
 from .numba_kernels import _threads  # numba's thread count from the options, set before a launch
 
@@ -86,22 +87,12 @@ def _numpy_blas_path():
     return None
 
 
-# cblas_?gemm(order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) with 64-bit
-# integers; the pointers are passed as signed 64-bit integers (the same register in the x86-64 and
-# AArch64 calling conventions), so that numba's pointer arithmetic stays in one integer type.
-def _gemm_prototype(real):
-    i32, i64 = ctypes.c_int, ctypes.c_int64
-    return ctypes.CFUNCTYPE(None, i32, i32, i32, i64, i64, i64, real, i64, i64, i64, i64, real, i64, i64)
-
-
 def _address(function):
-    # The prototype applied to the address, not to the function object: applied to a Python
-    # object, CFUNCTYPE would make a callback into Python.
     return ctypes.cast(function, ctypes.c_void_p).value
 
 
 def _find_blas():
-    """NumPy's OpenBLAS as {"gemm": {dtype: ctypes gemm}, "get_threads": ..., "set_threads": ...},
+    """NumPy's OpenBLAS as {"gemm": {dtype: the address of its cblas_?gemm}, "get_threads": ..., "set_threads": ...},
     or {} where it cannot be found. Its thread count is read and set by direct calls: cheaper per
     product than threadpoolctl's, which counts at batch 1."""
     path = _numpy_blas_path()
@@ -118,8 +109,7 @@ def _find_blas():
             sgemm, dgemm, get_threads, set_threads = (getattr(library, name) for name in names)
             get_threads.restype, get_threads.argtypes = ctypes.c_int, []
             set_threads.restype, set_threads.argtypes = None, [ctypes.c_int]
-            gemm = {np.dtype(np.float32): _gemm_prototype(ctypes.c_float)(_address(sgemm)),
-                    np.dtype(np.float64): _gemm_prototype(ctypes.c_double)(_address(dgemm))}
+            gemm = {np.dtype(np.float32): _address(sgemm), np.dtype(np.float64): _address(dgemm)}
             return {"gemm": gemm, "get_threads": get_threads, "set_threads": set_threads}
     return {}
 
@@ -128,7 +118,8 @@ _blas = functools.cache(_find_blas)
 
 
 def _gemms():
-    """{dtype: ctypes gemm} of NumPy's BLAS, or {} where it cannot be found."""
+    """{dtype: the address of cblas_?gemm} of NumPy's BLAS (for :func:`cblas_gemm`), or {} where
+    it cannot be found."""
     return _blas().get("gemm", {})
 
 
@@ -138,16 +129,19 @@ class _OneBlasThread:
     see one BLAS thread)."""
 
     def __enter__(self):
+        blas = _blas()
         with _lock:
             if _state["users"] == 0:
-                _state["saved"] = _blas()["get_threads"]()
-                _blas()["set_threads"](1)
+                saved = blas["get_threads"]()
+                if saved != 1:
+                    blas["set_threads"](1)
+                _state["saved"] = saved
             _state["users"] += 1
 
     def __exit__(self, *exc):
         with _lock:
             _state["users"] -= 1
-            if _state["users"] == 0:
+            if _state["users"] == 0 and _state["saved"] != 1:
                 _blas()["set_threads"](_state["saved"])
 
 
@@ -175,11 +169,11 @@ def _blocked_gemm(gemm, trans_a, trans_b, m, n, k, one, zero, a_ptrs, lda, b_ptr
         lo = block * size // blocks
         hi = (block + 1) * size // blocks
         if by_rows:
-            gemm(_ROW_MAJOR, trans_a, trans_b, hi - lo, n, k, one, a_ptrs[s] + lo * a_step, lda, b_ptrs[s], ldb, zero,
-                 c_ptrs[s] + lo * c_step, ldc)
+            cblas_gemm(gemm, _ROW_MAJOR, trans_a, trans_b, hi - lo, n, k, one, a_ptrs[s] + lo * a_step, lda, b_ptrs[s], ldb,
+                       zero, c_ptrs[s] + lo * c_step, ldc)
         else:
-            gemm(_ROW_MAJOR, trans_a, trans_b, m, hi - lo, k, one, a_ptrs[s], lda, b_ptrs[s] + lo * b_step, ldb, zero,
-                 c_ptrs[s] + lo * c_step, ldc)
+            cblas_gemm(gemm, _ROW_MAJOR, trans_a, trans_b, m, hi - lo, k, one, a_ptrs[s], lda, b_ptrs[s] + lo * b_step, ldb,
+                       zero, c_ptrs[s] + lo * c_step, ldc)
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -195,8 +189,8 @@ def _inner_blocked_gemm(gemm, trans_a, trans_b, m, n, k, one, a_ptrs, lda, b_ptr
         c = c_ptrs[s] + part * c_part_step
         for index in range(part * blocks // parts, (part + 1) * blocks // parts):
             start = index * block
-            gemm(_ROW_MAJOR, trans_a, trans_b, m, n, min(block, k - start), one, a_ptrs[s] + start * a_step, lda,
-                 b_ptrs[s] + start * b_step, ldb, one, c, ldc)
+            cblas_gemm(gemm, _ROW_MAJOR, trans_a, trans_b, m, n, min(block, k - start), one, a_ptrs[s] + start * a_step, lda,
+                       b_ptrs[s] + start * b_step, ldb, one, c, ldc)
 
 
 def _blas_layout(strides, rows, columns, itemsize):

@@ -36,6 +36,14 @@ class Window:
     lh: int = 1
     lw: int = 1
 
+    def __post_init__(self):
+        # The geometry is a key of several per-call caches: hash its fields once.
+        object.__setattr__(self, "_hash", hash((self.kh, self.kw, self.sh, self.sw, self.dh, self.dw, self.top, self.left,
+                                                self.oh, self.ow, self.lh, self.lw)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
     @property
     def taps(self) -> int:
         return self.kh * self.kw
