@@ -9,6 +9,6 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null &
 fi
 # torch==2.13.0 resolves to the local CPU wheel; an unpinned torch would pull CUDA packages.
 python3 -m pip install -q --disable-pip-version-check torch==2.13.0 -e '.[test,plot]'
-# Two worker processes (pytest-xdist): the suite is mostly single-threaded Python; on 2 cores it
-# takes 13 minutes this way against 18 in one process. PYTEST_WORKERS=0 runs it in one.
+# Two worker processes (pytest-xdist): the suite is mostly single-threaded Python, so on 2 cores
+# it takes about two thirds of one process's time (docs/performance.md). PYTEST_WORKERS=0 runs it in one.
 python3 -m pytest -q -n "${PYTEST_WORKERS:-2}" "$@"

@@ -129,10 +129,11 @@ def _transpose_geometry(op, input_shape, weight_shape, stride, padding, output_p
 
 
 def _itemsize(xp, dtype) -> int:
+    key = (type(dtype), dtype)  # (the type first: dtypes of two libraries may hash alike, and warn when compared)
     try:
-        return _ITEMSIZES[dtype]
+        return _ITEMSIZES[key]
     except KeyError:
-        size = _ITEMSIZES[dtype] = xp.finfo(dtype).bits // 8
+        size = _ITEMSIZES[key] = xp.finfo(dtype).bits // 8
         return size
     except TypeError:  # an unhashable dtype
         return xp.finfo(dtype).bits // 8
