@@ -21,3 +21,16 @@ def batched(op, input, xp, grad_output=None, *, layout="(N, C, H, W) or unbatche
 
 def unbatch(x, unbatched):
     return x[0, ...] if unbatched else x
+
+
+def bytes_per_element(dtype, xp) -> int:
+    """Bytes per element of a floating ``dtype`` (memoized: asked on every convolution call)."""
+    key = (type(dtype), dtype)  # (the type first: dtypes of two libraries may hash alike, and warn when compared)
+    try:
+        return _ITEMSIZES[key]
+    except KeyError:
+        size = _ITEMSIZES[key] = xp.finfo(dtype).bits // 8
+        return size
+
+
+_ITEMSIZES: dict = {}

@@ -30,6 +30,7 @@ from ..primitives import (
     winograd_tiles,
 )
 from ..primitives.window import Window
+from ._common import bytes_per_element
 
 __all__ = ["forward", "backward", "chunk_images"]
 
@@ -45,16 +46,12 @@ def _chunks(batch: int, size: int):
     return [(start, min(start + size, batch)) for start in range(0, batch, size)] or [(0, 0)]
 
 
-def _itemsize(dtype, xp) -> int:
-    return xp.finfo(dtype).bits // 8
-
-
 def forward(x, weight, bias, w: Window, xp):
     """conv2d of (N, C, H, W) with a (K, C, 3, 3) kernel, stride 1: (N, K, oh, ow)."""
     batch, channels = x.shape[:2]
     out_channels = weight.shape[0]
     u = winograd_kernel(weight, xp)  # (16, K, C)
-    size = chunk_images(batch, channels, out_channels, w, _itemsize(x.dtype, xp))
+    size = chunk_images(batch, channels, out_channels, w, bytes_per_element(x.dtype, xp))
     outputs = []
     for start, stop in _chunks(batch, size):
         v = winograd_input(x[start:stop, ...], w, xp)  # (16, C, tiles)
@@ -70,7 +67,7 @@ def backward(grad, x, weight, w: Window, xp, *, input_grad=True, weight_grad=Tru
     batch, channels, height, width = x.shape if x is not None else shape[:4]
     out_channels = weight.shape[0] if weight is not None else shape[4]
     u = winograd_kernel(weight, xp) if input_grad else None
-    size = chunk_images(batch, channels, out_channels, w, _itemsize(grad.dtype, xp))
+    size = chunk_images(batch, channels, out_channels, w, bytes_per_element(grad.dtype, xp))
     grad_u, grad_inputs = None, []
     for start, stop in _chunks(batch, size):
         dm = winograd_output_adjoint(grad[start:stop, ...], w, xp)  # (16, K, tiles)

@@ -34,7 +34,7 @@ from .._validate import cached_geometry, check_float_arrays, check_ndim, check_s
 from ..primitives import dispatch
 from ..primitives.window import Window
 from . import _winograd as winograd
-from ._common import batched, unbatch
+from ._common import batched, bytes_per_element, unbatch
 
 __all__ = [
     "conv2d",
@@ -128,20 +128,6 @@ def _transpose_geometry(op, input_shape, weight_shape, stride, padding, output_p
     return _Geometry(Window(kh, kw, sh, sw, dh, dw, ph, pw, height, width), out_h, out_w, groups)
 
 
-def _itemsize(xp, dtype) -> int:
-    key = (type(dtype), dtype)  # (the type first: dtypes of two libraries may hash alike, and warn when compared)
-    try:
-        return _ITEMSIZES[key]
-    except KeyError:
-        size = _ITEMSIZES[key] = xp.finfo(dtype).bits // 8
-        return size
-    except TypeError:  # an unhashable dtype
-        return xp.finfo(dtype).bits // 8
-
-
-_ITEMSIZES: dict = {}
-
-
 def _tiles(batch, channels, window: Window, itemsize):
     """(n0, n1, r0, r1, kernel-row blocks) covering the batch and the output rows, each column
     buffer under the workspace limit (see :func:`~portaconv.primitives.dispatch.conv_tiles`);
@@ -181,7 +167,7 @@ def _im2col_conv(x, weight, bias, window: Window, groups, xp, *, keep=None):
     implementation built one."""
     batch, channels = x.shape[:2]
     batches = {}
-    tiles = _tiles(batch, channels, window, _itemsize(xp, x.dtype))
+    tiles = _tiles(batch, channels, window, bytes_per_element(x.dtype, xp))
     for n0, n1, r0, r1, blocks in tiles:
         images, rows_window = x[n0:n1, ...], window.output_rows(r0, r1)
         whole = len(blocks) == 1
@@ -207,7 +193,7 @@ def _im2col_gradients(grad, x, weight, window: Window, groups, xp, *, input_grad
     matrices the forward kept, by tile key; a tile found there is not computed again."""
     batch, channels, height, width = x.shape if x is not None else shape[:4]
     weight_blocks, input_batches = {}, {}
-    for n0, n1, r0, r1, blocks in _tiles(batch, channels, window, _itemsize(xp, grad.dtype)):
+    for n0, n1, r0, r1, blocks in _tiles(batch, channels, window, bytes_per_element(grad.dtype, xp)):
         grad_tile = grad[n0:n1, :, r0:r1, :]
         rows_window = window.output_rows(r0, r1)
         for i0, i1 in blocks:

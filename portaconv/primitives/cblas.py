@@ -3,7 +3,7 @@
 NumPy's BLAS is found when the program runs (:mod:`~portaconv.primitives.numpy_products`), so a
 kernel cannot name it as a global (numba would bake the address into its on-disk cache). The
 kernels take the function's address as a plain int argument instead, and call it through
-:func:`cblas_gemm`; numba also types an int argument faster than a ctypes function.
+:func:`cblas_gemm` (docs/performance.md, "seventh session", on why not a ctypes function).
 """
 
 from __future__ import annotations

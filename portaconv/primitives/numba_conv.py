@@ -366,7 +366,7 @@ def _launch(kernels, largest, channels, out_channels, w, row_width, batch, items
     threads when the largest array is worth it (as :class:`~portaconv.primitives.numba_kernels._Kernel`),
     else the serial one; blocks as :func:`~portaconv.primitives.dispatch.conv_blocks` sizes them
     for an output row's columns and products, ``row_width`` entries each. Memoized per call
-    geometry and the options it reads (small calls are dominated by such host work)."""
+    geometry and the options it reads (docs/performance.md, "seventh session")."""
     options = get_options()
     plan = _plan(kernels, largest, channels, out_channels, w, row_width, batch, itemsize, options.workspace_limit,
                  options.num_threads)

@@ -38,8 +38,7 @@ class Window:
 
     def __post_init__(self):
         # The geometry is a key of several per-call caches: hash its fields once.
-        object.__setattr__(self, "_hash", hash((self.kh, self.kw, self.sh, self.sw, self.dh, self.dw, self.top, self.left,
-                                                self.oh, self.ow, self.lh, self.lw)))
+        object.__setattr__(self, "_hash", hash(tuple(vars(self).values())))  # (the fields, in order)
 
     def __hash__(self) -> int:
         return self._hash
