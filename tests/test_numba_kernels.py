@@ -246,6 +246,56 @@ def test_relu_grad(shape, dtype):
     _same(nk.relu_grad(np.swapaxes(grad, 0, 1), xt, xp), ref.relu_grad(np.swapaxes(grad, 0, 1), xt, xp))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(), (3, 4, 5), (2, 8, 67, 66)], ids=["0-d", "serial", "parallel"])
+def test_relu(shape, dtype):
+    # NaN kept, ±inf, and −0.0 made +0.0 as NumPy's maximum does: the reference's bits, also for
+    # a non-contiguous input.
+    rng = np.random.default_rng(5)
+    x = _values(rng, shape, dtype, "special")
+    if x.ndim:
+        x.reshape(-1)[:4] = [0.0, -0.0, np.nan, -np.inf]
+    got = nk.relu(x, xp)
+    assert got.shape == x.shape and got.dtype == x.dtype
+    _same(got, ref.relu(x, xp))
+    assert not np.signbit(nk.relu(np.full((3,), -0.0, dtype), xp)).any()
+    if x.ndim:
+        xt = np.swapaxes(x, 0, 1)
+        _same(nk.relu(xt, xp), ref.relu(xt, xp))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, axis", [
+    ((64, 10), 1), ((1, 10), -1), ((3, 4, 5), 0), ((3, 4, 5), 1), ((2, 5, 7, 9), 1), ((7,), 0), ((4, 1), 1),
+    ((700, 100), 1),  # the parallel builds
+    ((), 0),  # (0-d: the reference)
+], ids=str)
+def test_log_softmax(shape, axis, dtype):
+    """log_softmax and its backward along any axis against the reference computed in float64:
+    to the dtype's rounding (the kernels sum in float64 and round once, closer to it than the
+    float32 reference), NaN where the reference has NaN: a slice holding NaN, +inf, or only −inf;
+    logits of ±1e4 finite. A non-contiguous input too."""
+    rng = np.random.default_rng(9)
+    x = (rng.standard_normal(shape) * 5).astype(dtype)
+    grad = rng.standard_normal(shape).astype(dtype)
+    tol = dict(rtol=1e-5, atol=5e-5) if dtype == "float32" else dict(rtol=1e-12, atol=1e-12)
+    if x.ndim == 2 and x.shape[0] >= 4 and x.shape[1] >= 3:
+        x[0, :3] = [1.0, np.nan, 2.0]
+        x[1, :3] = [np.inf, 0.0, 1.0]
+        x[2, :] = -np.inf
+        x[3, :3] = [1e4, -1e4, 0.0]
+    for a, g in ((x, grad), (np.swapaxes(x, 0, -1), np.swapaxes(grad, 0, -1))) if x.ndim else ((x, grad),):
+        with np.errstate(invalid="ignore"):
+            a64, g64 = a.astype(np.float64), g.astype(np.float64)
+            want, want_grad = ref.log_softmax(a64, axis, xp), ref.log_softmax_backward(g64, a64, axis, xp)
+        got, got_grad = nk.log_softmax(a, axis, xp), nk.log_softmax_backward(g, a, axis, xp)
+        assert got.shape == a.shape and got.dtype == a.dtype and got_grad.dtype == a.dtype
+        np.testing.assert_allclose(got, want, equal_nan=True, **tol)
+        np.testing.assert_allclose(got_grad, want_grad, equal_nan=True, **tol)
+        if x.ndim == 2 and x.shape[0] >= 4 and x.shape[1] >= 3 and a is x:
+            assert np.isnan(got[:3]).all() and np.isfinite(got[3]).all()
+
+
 @pytest.mark.parametrize("a_shape, b_shape", [
     ((5, 7), (7, 3)),  # below OpenBLAS's threading: one np.matmul
     ((64, 288), (288, 4000)),  # split by columns over numba's threads
@@ -280,10 +330,15 @@ def test_matmul_routes(a_shape, b_shape, num_threads):
 @pytest.mark.parametrize("layout", ["rows", "transposed", "strided"])
 @pytest.mark.parametrize("a_shape, b_shape", [((4000, 288), (288, 64)), ((64, 288), (288, 4000))])
 def test_split_product_gives_numpys_bits(a_shape, b_shape, layout, dtype):
-    # The split product calls NumPy's own cblas gemm per block of the result, with the
-    # transposition flags NumPy passes for the operands' layouts: np.matmul's very bits, in
-    # row-major and transposed (BLAS reads both in place) layouts; a layout BLAS cannot read in
-    # place (every other column) goes to np.matmul itself.
+    # The split product calls NumPy's own cblas gemm per block of the result (rows or columns), on
+    # one BLAS thread, with the transposition flags NumPy passes for the operands' layouts: each
+    # block holds np.matmul's very bits for that block, in row-major and transposed (BLAS reads
+    # both in place) layouts. (Not the whole product's bits: OpenBLAS's kernels for some CPUs,
+    # AMD's Zen among them, round a row differently with the block it is computed in.) A layout
+    # BLAS cannot read in place (every other column) goes to np.matmul itself.
+    import numba
+
+    import portaconv
     from portaconv.primitives import numpy_products
 
     rng = np.random.default_rng(8)
@@ -297,9 +352,20 @@ def test_split_product_gives_numpys_bits(a_shape, b_shape, layout, dtype):
         # NumPy's Linux x86-64 wheels carry scipy-openblas, which must be found there.
         assert not (sys.platform == "linux" and platform.machine() == "x86_64"), "NumPy's BLAS was not found"
         pytest.skip("NumPy's BLAS has no CBLAS symbols portaconv knows: products are plain np.matmul")
-    got = numpy_products.matmul(a, b, xp)
+    blocks = min(2, numba.config.NUMBA_NUM_THREADS)
+    with portaconv.options(num_threads=blocks):
+        got = numpy_products.matmul(a, b, xp)
     assert got.flags.c_contiguous
-    assert np.array_equal(got, np.matmul(a, b))
+    rows, columns = a.shape[0], b.shape[1]
+    with numpy_products._OneBlasThread():
+        if layout == "strided" or blocks == 1:
+            want = np.matmul(a, b)
+        elif rows >= columns:
+            want = np.concatenate([np.matmul(a[i * rows // blocks:(i + 1) * rows // blocks], b) for i in range(blocks)], axis=0)
+        else:
+            want = np.concatenate([np.matmul(a, b[:, i * columns // blocks:(i + 1) * columns // blocks]) for i in range(blocks)], axis=1)
+    assert np.array_equal(got, want)
+    np.testing.assert_allclose(got, np.matmul(a, b), rtol=1e-5 if dtype == "float32" else 1e-12, atol=1e-4 if dtype == "float32" else 1e-12)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

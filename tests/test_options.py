@@ -22,8 +22,8 @@ DEFAULTS = Options()
 
 #: The primitives with a registered NumPy kernel (every one dispatched through ``dispatch``).
 KERNEL_PRIMITIVES = [
-    "im2col", "col2im", "max_pool", "max_pool_backward", "max_pool_scatter", "window_sum", "window_spread", "to_nchw", "relu_grad",
-    "winograd_input", "winograd_input_adjoint", "winograd_output", "winograd_output_adjoint",
+    "im2col", "col2im", "max_pool", "max_pool_backward", "max_pool_scatter", "window_sum", "window_spread", "to_nchw", "relu", "relu_grad",
+    "log_softmax", "log_softmax_backward", "channel_sum", "winograd_input", "winograd_input_adjoint", "winograd_output", "winograd_output_adjoint",
 ]
 
 

@@ -106,9 +106,9 @@ class _Rule:
         self.backward = self.vjp_forward = self.vjp_backward = None
 
     def apply(self, args, kwargs):
-        tensor = _tensor_type()
+        tensor = _TENSOR[0]
         raw_args = [a.data if isinstance(a, tensor) else a for a in args]
-        raw_kwargs = {k: (v.data if isinstance(v, tensor) else v) for k, v in kwargs.items()} if kwargs else {}
+        raw_kwargs = {k: (v.data if isinstance(v, tensor) else v) for k, v in kwargs.items()} if kwargs else kwargs
         if _GRAD_ENABLED.get():
             sources = [args[i] if i < len(args) else kwargs.get(name) for i, name in enumerate(self.inputs)]
             tensors = tuple(s if isinstance(s, tensor) and s.requires_grad else None for s in sources)
@@ -151,8 +151,8 @@ def _tensor_type():
 def _wrap(out, node):
     """The op's output as a Tensor carrying ``node``; for a tuple (an output and integer indices,
     as max_pool2d's ``return_indices``) only the first entry is differentiable."""
-    tensor = _tensor_type()
-    if isinstance(out, tuple):
+    tensor = _TENSOR[0]
+    if type(out) is tuple:
         return (tensor._from_op(out[0], node), *[tensor(o) for o in out[1:]])
     return tensor._from_op(out, node)
 
@@ -170,7 +170,11 @@ def differentiable(*inputs: str):
 
         @functools.wraps(forward)
         def op(*args, **kwargs):
-            if _has_tensor(args, kwargs, _TENSOR[0] if _TENSOR else _tensor_type()):
+            tensor = _TENSOR[0] if _TENSOR else _tensor_type()
+            for a in args:  # (inline: called on every op)
+                if isinstance(a, tensor):
+                    return rule.apply(args, kwargs)
+            if kwargs and _has_tensor((), kwargs, tensor):
                 return rule.apply(args, kwargs)
             return forward(*args, **kwargs)
 

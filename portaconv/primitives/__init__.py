@@ -1,8 +1,10 @@
 """The primitives every op is built from, each dispatched to its backend's kernel or reference.
 
 ``im2col`` / ``col2im`` (convolutions and their gradients), ``max_pool`` / ``max_pool_backward`` /
-``max_pool_scatter`` (max pooling), ``window_sum`` / ``window_spread`` (average pooling) and
-``to_nchw`` (a product's (K, N·oh·ow) result into the NCHW output, plus bias). Each call looks up
+``max_pool_scatter`` (max pooling), ``window_sum`` / ``window_spread`` (average pooling),
+``to_nchw`` (a product's (K, N·oh·ow) result into the NCHW output, plus bias), the fused
+convolutions, and the elementwise and per-slice ops that small calls spend their time in
+(``relu``, ``relu_grad``, ``log_softmax`` and its backward, ``channel_sum``). Each call looks up
 its implementation in :mod:`~portaconv.primitives.dispatch` and runs it with the reference's
 signature: arrays first, the :class:`~portaconv.primitives.window.Window`, ``xp`` last.
 """
@@ -24,7 +26,10 @@ __all__ = [
     "window_spread",
     "to_nchw",
     "matmul",
+    "relu",
     "relu_grad",
+    "log_softmax",
+    "log_softmax_backward",
     "channel_sum",
     "conv_im2col",
     "conv_im2col_backward",
@@ -67,8 +72,20 @@ def to_nchw(y, bias, shape, xp):
     return _implementation("to_nchw", xp, y.dtype)(y, bias, shape, xp)
 
 
+def relu(x, xp):
+    return _implementation("relu", xp, x.dtype)(x, xp)
+
+
 def relu_grad(grad, x, xp):
     return _implementation("relu_grad", xp, grad.dtype)(grad, x, xp)
+
+
+def log_softmax(x, axis, xp):
+    return _implementation("log_softmax", xp, x.dtype)(x, axis, xp)
+
+
+def log_softmax_backward(grad, x, axis, xp):
+    return _implementation("log_softmax_backward", xp, grad.dtype)(grad, x, axis, xp)
 
 
 def channel_sum(grad, xp):

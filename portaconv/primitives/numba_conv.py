@@ -41,6 +41,7 @@ row-by-row copy they replace cost more (docs/performance.md). The rest goes row 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import numba
@@ -386,6 +387,16 @@ def _plan(kernels, largest, channels, out_channels, w, row_width, batch, itemsiz
     return (kernels.serial if threads == 1 else kernels.parallel, threads, *conv_blocks(bytes_per_row, w.oh, batch, threads))
 
 
+def _blas_threads(threads):
+    """The BLAS threads for a kernel on ``threads`` of numba's threads: with several, BLAS on one
+    thread (each of numba's threads calls it: BLAS's own threads would oversubscribe the cores).
+    The serial kernel leaves BLAS its threads, which share its products (a batch of one image),
+    unless ``options(num_threads=...)`` limits the threads (then BLAS runs on one)."""
+    if threads > 1 or get_options().num_threads is not None:
+        return numpy_products._OneBlasThread()
+    return contextlib.nullcontext()
+
+
 _ONE_ZERO = {np.dtype(np.float32): (np.float32(1), np.float32(0)), np.dtype(np.float64): (np.float64(1), np.float64(0))}
 
 
@@ -417,7 +428,7 @@ def conv_im2col(x, weight, bias, w, groups, xp, *, keep=False):
                                                   width if run else w.ow, n_, dtype.itemsize)
     has_bias = bias is not None
     bias = np.ascontiguousarray(bias) if has_bias else wmat[0]  # (a placeholder of the same type)
-    with numpy_products._OneBlasThread():
+    with _blas_threads(threads):
         kernel(numpy_products._gemms()[dtype], x, wmat, bias, has_bias, groups, *_geometry(w), run, images, block_rows,
                threads, *_ONE_ZERO[dtype], out)
     return out, None
@@ -445,7 +456,7 @@ def conv_im2col_backward(grad, x, weight, w, groups, input_shape, xp, *, input_g
     xc = np.ascontiguousarray(x) if weight_grad else np.empty((1, 1, 1, 1), dtype)
     grad_input = np.empty((n_, c_, h_, w_), dtype) if input_grad else np.empty((1, 1, 1, 1), dtype)
     parts = np.zeros((threads if weight_grad else 1, out_channels, ckk_g), dtype)
-    with numpy_products._OneBlasThread():
+    with _blas_threads(threads):
         kernel(numpy_products._gemms()[dtype], grad, xc, wmat, groups, c_, h_, w_, *_geometry(w), run, images, block_rows,
                threads, *_ONE_ZERO[dtype], input_grad, weight_grad, grad_input, parts)
     grad_weight = None

@@ -5,7 +5,9 @@ primitives in :mod:`~portaconv.primitives.reference`, registered in
 Each kernel gives the reference's bits, float32 and float64: copies copy, and every sum adds the
 same terms in the same order (a pixel sums its taps in tap order ``k = i·kw + j`` from 0.0; a
 window sum is ``tap0 + tap1 + ...``). Accumulators have the array's dtype (typed zeros, never a
-float64 literal), and ``fastmath`` is off.
+float64 literal), and ``fastmath`` is off. The exceptions are the long sums of ``channel_sum`` and
+``log_softmax`` (and its backward): they sum in float64 and round once, so they equal the
+reference to the dtype's rounding, closer to the exact value than a float32 sum.
 
 Geometry (see :class:`~portaconv.primitives.window.Window`) becomes two small tables per call,
 one per axis: ``table[i, a]`` is the input row of kernel row ``i`` at output row ``a``, −1 outside
@@ -46,7 +48,10 @@ __all__ = [
     "window_sum",
     "window_spread",
     "to_nchw",
+    "relu",
     "relu_grad",
+    "log_softmax",
+    "log_softmax_backward",
     "channel_sum",
 ]
 
@@ -646,6 +651,28 @@ def to_nchw(y, bias, shape, xp):
 
 
 @_kernel
+def _relu(x, out):
+    # A select, as in _relu_grad: ``v <= 0`` is False for NaN (kept) and True for −0.0, which
+    # becomes +0.0 as in NumPy's maximum(−0.0, 0).
+    xs = x.reshape(x.size)
+    os = out.reshape(out.size)
+    zero = np.zeros(1, dtype=out.dtype)[0]
+    for t in prange(os.size):
+        v = xs[t]
+        os[t] = zero if v <= 0 else v
+
+
+@register("relu", "numpy")
+def relu(x, xp):
+    if x.ndim == 0:
+        return reference.relu(x, xp)
+    x = np.ascontiguousarray(x)
+    out = np.empty(x.shape, dtype=x.dtype)
+    _relu(x, out)
+    return out
+
+
+@_kernel
 def _relu_grad(grad, x, out):
     # A select, not a branch (random signs would mispredict every other branch; NumPy's where
     # branches): the loop vectorizes.
@@ -665,6 +692,88 @@ def relu_grad(grad, x, xp):
     x = np.ascontiguousarray(x)
     out = np.empty(grad.shape, dtype=grad.dtype)
     _relu_grad(grad, x, out)
+    return out
+
+
+# ---- log_softmax along one axis -------------------------------------------------------------------
+
+
+@njit(inline="always")
+def _log_sum_exp(xs, base, n, inner):
+    """(m, log Σ exp(x − m)) of the slice ``xs[base + j·inner]``, j < n, m its maximum (NaN if
+    it holds one, as the reference's max); the sum in float64."""
+    m = xs[base]
+    for j in range(1, n):
+        v = xs[base + j * inner]
+        if v > m or v != v:
+            m = v
+    total = 0.0
+    for j in range(n):
+        total += np.exp(np.float64(xs[base + j * inner] - m))
+    return m, np.log(total)
+
+
+@_kernel
+def _log_softmax(x, outer, n, inner, out):
+    # x as (outer, n, inner): one slice along the axis per iteration; x − m in the array's dtype
+    # (the reference's shifted values), the log-sum in float64, rounded once when stored.
+    xs = x.reshape(x.size)
+    os = out.reshape(out.size)
+    for q in prange(outer * inner):
+        base = (q // inner) * n * inner + q % inner
+        m, lse = _log_sum_exp(xs, base, n, inner)
+        for j in range(n):
+            p = base + j * inner
+            os[p] = (xs[p] - m) - lse
+
+
+@_kernel
+def _log_softmax_backward(grad, x, outer, n, inner, out):
+    # grad − exp(log_softmax(x)) · Σ grad, per slice; the sum of grad in float64.
+    gs = grad.reshape(grad.size)
+    xs = x.reshape(x.size)
+    os = out.reshape(out.size)
+    for q in prange(outer * inner):
+        base = (q // inner) * n * inner + q % inner
+        m, lse = _log_sum_exp(xs, base, n, inner)
+        total = 0.0
+        for j in range(n):
+            total += gs[base + j * inner]
+        for j in range(n):
+            p = base + j * inner
+            os[p] = gs[p] - np.exp((xs[p] - m) - lse) * total
+
+
+def _slices(shape, axis):
+    """(outer, n, inner): an array of ``shape`` seen as slices of n entries along ``axis``."""
+    axis = axis % len(shape)
+    outer = 1
+    for size in shape[:axis]:
+        outer *= size
+    inner = 1
+    for size in shape[axis + 1:]:
+        inner *= size
+    return outer, shape[axis], inner
+
+
+@register("log_softmax", "numpy")
+def log_softmax(x, axis, xp):
+    if x.ndim == 0 or x.size == 0:
+        return reference.log_softmax(x, axis, xp)
+    x = np.ascontiguousarray(x)
+    out = np.empty(x.shape, dtype=x.dtype)
+    _log_softmax(x, *_slices(x.shape, axis), out)
+    return out
+
+
+@register("log_softmax_backward", "numpy")
+def log_softmax_backward(grad, x, axis, xp):
+    if x.ndim == 0 or x.size == 0 or grad.shape != x.shape or grad.dtype != x.dtype:
+        return reference.log_softmax_backward(grad, x, axis, xp)
+    grad = np.ascontiguousarray(grad)
+    x = np.ascontiguousarray(x)
+    out = np.empty(x.shape, dtype=x.dtype)
+    _log_softmax_backward(grad, x, *_slices(x.shape, axis), out)
     return out
 
 

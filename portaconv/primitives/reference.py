@@ -27,7 +27,10 @@ __all__ = [
     "window_spread",
     "to_nchw",
     "matmul",
+    "relu",
     "relu_grad",
+    "log_softmax",
+    "log_softmax_backward",
     "channel_sum",
     "conv_im2col",
     "conv_im2col_backward",
@@ -243,10 +246,27 @@ def conv_im2col_backward(grad, x, weight, w: Window, groups, input_shape, xp, *,
 from .winograd_reference import *  # noqa: E402,F401,F403
 
 
+def relu(x, xp):
+    """``max(x, 0)``: NaN stays NaN (the standard's maximum propagates it, as torch's relu does)."""
+    return xp.maximum(x, xp.zeros((), dtype=x.dtype, device=_device(x)))
+
+
 def relu_grad(grad, x, xp):
     """relu's input gradient (torch's threshold_backward at 0): ``grad`` where ``x > 0`` or ``x``
     is NaN, 0 where ``x <= 0``, whatever ``grad`` holds there (inf, NaN)."""
     return xp.where(x <= 0, xp.zeros((), dtype=grad.dtype, device=_device(grad)), grad)
+
+
+def log_softmax(x, axis, xp):
+    """``x − logsumexp(x, axis)``, shifted by the maximum along ``axis`` first so that exp never
+    overflows (logits of ±1e4 stay finite); a NaN in a slice makes the whole slice NaN."""
+    shifted = x - xp.max(x, axis=axis, keepdims=True)
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+
+
+def log_softmax_backward(grad, x, axis, xp):
+    """log_softmax's input gradient: ``grad − softmax(x) · sum(grad, axis)``."""
+    return grad - xp.exp(log_softmax(x, axis, xp)) * xp.sum(grad, axis=axis, keepdims=True)
 
 
 def channel_sum(grad, xp):
