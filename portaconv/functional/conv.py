@@ -166,8 +166,13 @@ def _im2col_conv(x, weight, bias, window: Window, groups, xp, *, keep=None):
     under the tile's key, for the weight gradient (autograd keeps it in the graph node), if the
     implementation built one."""
     batch, channels = x.shape[:2]
-    batches = {}
     tiles = _tiles(batch, channels, window, bytes_per_element(x.dtype, xp))
+    if len(tiles) == 1 and len(tiles[0][4]) == 1:  # one buffer: the whole convolution in one call
+        out, cols = P.conv_im2col(x, weight, bias, window, groups, xp, keep=keep is not None)
+        if cols is not None:
+            keep[(0, tiles[0][1], 0, window.oh, 0, window.kh)] = cols
+        return out
+    batches = {}
     for n0, n1, r0, r1, blocks in tiles:
         images, rows_window = x[n0:n1, ...], window.output_rows(r0, r1)
         whole = len(blocks) == 1
@@ -192,8 +197,13 @@ def _im2col_gradients(grad, x, weight, window: Window, groups, xp, *, input_grad
     input's (N, C, H, W) and the weight's shape comes from ``weight``). ``columns``: im2col(x)
     matrices the forward kept, by tile key; a tile found there is not computed again."""
     batch, channels, height, width = x.shape if x is not None else shape[:4]
+    tiles = _tiles(batch, channels, window, bytes_per_element(grad.dtype, xp))
+    if len(tiles) == 1 and len(tiles[0][4]) == 1:  # one buffer: both gradients in one call
+        cols = (columns or {}).pop((0, tiles[0][1], 0, window.oh, 0, window.kh), None) if weight_grad else None
+        return P.conv_im2col_backward(grad, x, weight, window, groups, (batch, channels, height, width), xp,
+                                      input_grad=input_grad, weight_grad=weight_grad, columns=cols)
     weight_blocks, input_batches = {}, {}
-    for n0, n1, r0, r1, blocks in _tiles(batch, channels, window, bytes_per_element(grad.dtype, xp)):
+    for n0, n1, r0, r1, blocks in tiles:
         grad_tile = grad[n0:n1, :, r0:r1, :]
         rows_window = window.output_rows(r0, r1)
         for i0, i1 in blocks:

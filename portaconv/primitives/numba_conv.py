@@ -41,7 +41,6 @@ row-by-row copy they replace cost more (docs/performance.md). The rest goes row 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 
 import numba
@@ -362,39 +361,35 @@ _forward_kernels = _Kernel(_conv_forward)
 _backward_kernels = _Kernel(_conv_backward)
 
 
-def _launch(kernels, largest, channels, out_channels, w, row_width, batch, itemsize):
-    """(kernel, threads, images per block, output rows per block): the parallel build on numba's
-    threads when the largest array is worth it (as :class:`~portaconv.primitives.numba_kernels._Kernel`),
-    else the serial one; blocks as :func:`~portaconv.primitives.dispatch.conv_blocks` sizes them
-    for an output row's columns and products, ``row_width`` entries each. Memoized per call
-    geometry and the options it reads (docs/performance.md, "seventh session")."""
-    options = get_options()
-    plan = _plan(kernels, largest, channels, out_channels, w, row_width, batch, itemsize, options.workspace_limit,
-                 options.num_threads)
-    if plan[1] > 1:
-        _threads()  # numba's thread count is per calling thread: set it on every launch
-    return plan
-
-
 @functools.lru_cache(maxsize=1024)
 def _plan(kernels, largest, channels, out_channels, w, row_width, batch, itemsize, workspace_limit, num_threads):
-    # (workspace_limit and num_threads: the options conv_blocks and _threads read, in the key)
+    """(kernel, threads, images per block, output rows per block, whether BLAS runs on one
+    thread): the parallel build on numba's threads when the largest array is worth it (as
+    :class:`~portaconv.primitives.numba_kernels._Kernel`), else the serial one; blocks as
+    :func:`~portaconv.primitives.dispatch.conv_blocks` sizes them for an output row's columns and
+    products, ``row_width`` entries each. With several of numba's threads BLAS runs on one (each
+    of them calls it: BLAS's own threads would oversubscribe the cores); the serial kernel leaves
+    BLAS its threads, which then share its products (a batch of one image), unless
+    ``options(num_threads=...)`` limits the threads. Memoized per geometry and the options it
+    reads (``workspace_limit`` and ``num_threads``, in the key)."""
     threads = 1
     if largest >= PARALLEL_MIN_ELEMENTS:
         _threads()
         threads = numba.get_num_threads()
     bytes_per_row = (channels * w.taps + out_channels) * row_width * itemsize
-    return (kernels.serial if threads == 1 else kernels.parallel, threads, *conv_blocks(bytes_per_row, w.oh, batch, threads))
+    images, block_rows = conv_blocks(bytes_per_row, w.oh, batch, threads)
+    kernel = kernels.serial if threads == 1 else kernels.parallel
+    return kernel, threads, images, block_rows, threads > 1 or num_threads is not None
 
 
-def _blas_threads(threads):
-    """The BLAS threads for a kernel on ``threads`` of numba's threads: with several, BLAS on one
-    thread (each of numba's threads calls it: BLAS's own threads would oversubscribe the cores).
-    The serial kernel leaves BLAS its threads, which share its products (a batch of one image),
-    unless ``options(num_threads=...)`` limits the threads (then BLAS runs on one)."""
-    if threads > 1 or get_options().num_threads is not None:
-        return numpy_products._OneBlasThread()
-    return contextlib.nullcontext()
+def _run(kernel, threads, one_blas_thread, *args):
+    if threads > 1:
+        _threads()  # numba's thread count is per calling thread: set it on every launch
+    if one_blas_thread:
+        with numpy_products._OneBlasThread():
+            kernel(*args)
+    else:
+        kernel(*args)
 
 
 _ONE_ZERO = {np.dtype(np.float32): (np.float32(1), np.float32(0)), np.dtype(np.float64): (np.float64(1), np.float64(0))}
@@ -411,6 +406,34 @@ def _fusable(dtype, arrays, sizes):
     return True
 
 
+@functools.lru_cache(maxsize=1024)
+def _forward_plan(shape, out_channels, dtype, w, workspace_limit, num_threads):
+    """The forward kernel's launch for an input of ``shape`` (see :func:`_plan`): (kernel, threads,
+    whether BLAS runs on one thread, the kernel's geometry arguments), memoized per call
+    geometry and options (docs/performance.md, "seventh session")."""
+    n_, c_, h_, width = shape
+    run = _runs(w, width)
+    largest = max(n_ * c_ * h_ * width, n_ * out_channels * w.oh * w.ow)
+    kernel, threads, images, block_rows, one_blas_thread = _plan(
+        _forward_kernels, largest, c_, out_channels, w, width if run else w.ow, n_, dtype.itemsize, workspace_limit, num_threads
+    )
+    return kernel, threads, one_blas_thread, (*_geometry(w), run, images, block_rows, threads, *_ONE_ZERO[dtype])
+
+
+@functools.lru_cache(maxsize=1024)
+def _backward_plan(shape, out_channels, dtype, w, workspace_limit, num_threads):
+    """The backward kernel's launch, as :func:`_forward_plan`; a thread owns whole blocks of images."""
+    n_, c_, h_, w_ = shape
+    run = _runs(w, w_)
+    largest = max(n_ * out_channels * w.oh * w.ow, n_ * c_ * h_ * w_)
+    kernel, threads, images, block_rows, one_blas_thread = _plan(
+        _backward_kernels, largest, c_, out_channels, w, w_ if run else w.ow, n_, dtype.itemsize, workspace_limit, num_threads
+    )
+    threads = max(1, min(threads, -(-n_ // images)))
+    geometry = (c_, h_, w_, *_geometry(w), run, images, block_rows, threads, *_ONE_ZERO[dtype])
+    return kernel, threads, one_blas_thread, geometry
+
+
 @register("conv_im2col", "numpy")
 def conv_im2col(x, weight, bias, w, groups, xp, *, keep=False):
     """:func:`reference.conv_im2col` fused (see the module docstring); keeps no columns."""
@@ -419,18 +442,15 @@ def conv_im2col(x, weight, bias, w, groups, xp, *, keep=False):
     out_channels = weight.shape[0]
     if not _fusable(dtype, (weight, bias), (n_, c_, out_channels, w.oh * w.ow)):
         return reference.conv_im2col(x, weight, bias, w, groups, xp, keep=keep)
+    options = get_options()
+    kernel, threads, one_blas_thread, geometry = _forward_plan(x.shape, out_channels, dtype, w, options.workspace_limit,
+                                                               options.num_threads)
     x = np.ascontiguousarray(x)
     wmat = np.ascontiguousarray(weight.reshape(out_channels, -1))
     out = np.empty((n_, out_channels, w.oh, w.ow), dtype=dtype)
-    width = x.shape[3]
-    run = _runs(w, width)
-    kernel, threads, images, block_rows = _launch(_forward_kernels, max(x.size, out.size), c_, out_channels, w,
-                                                  width if run else w.ow, n_, dtype.itemsize)
     has_bias = bias is not None
     bias = np.ascontiguousarray(bias) if has_bias else wmat[0]  # (a placeholder of the same type)
-    with _blas_threads(threads):
-        kernel(numpy_products._gemms()[dtype], x, wmat, bias, has_bias, groups, *_geometry(w), run, images, block_rows,
-               threads, *_ONE_ZERO[dtype], out)
+    _run(kernel, threads, one_blas_thread, numpy_products._gemms()[dtype], x, wmat, bias, has_bias, groups, *geometry, out)
     return out, None
 
 
@@ -445,20 +465,17 @@ def conv_im2col_backward(grad, x, weight, w, groups, input_shape, xp, *, input_g
     if columns is not None or not _fusable(dtype, operands, (n_ * c_ * h_ * w_, out_channels, w.oh * w.ow)):
         return reference.conv_im2col_backward(grad, x, weight, w, groups, input_shape, xp, input_grad=input_grad,
                                               weight_grad=weight_grad, columns=columns)
+    options = get_options()
+    kernel, threads, one_blas_thread, geometry = _backward_plan((n_, c_, h_, w_), out_channels, dtype, w,
+                                                                options.workspace_limit, options.num_threads)
     grad = np.ascontiguousarray(grad)
-    run = _runs(w, w_)
-    kernel, threads, images, block_rows = _launch(
-        _backward_kernels, max(grad.size, n_ * c_ * h_ * w_), c_, out_channels, w, w_ if run else w.ow, n_, dtype.itemsize
-    )
-    threads = max(1, min(threads, -(-n_ // images)))  # a thread owns whole blocks of images
     ckk_g = c_ // groups * w.taps
     wmat = np.ascontiguousarray(weight.reshape(out_channels, -1)) if input_grad else np.empty((1, 1), dtype)
     xc = np.ascontiguousarray(x) if weight_grad else np.empty((1, 1, 1, 1), dtype)
     grad_input = np.empty((n_, c_, h_, w_), dtype) if input_grad else np.empty((1, 1, 1, 1), dtype)
     parts = np.zeros((threads if weight_grad else 1, out_channels, ckk_g), dtype)
-    with _blas_threads(threads):
-        kernel(numpy_products._gemms()[dtype], grad, xc, wmat, groups, c_, h_, w_, *_geometry(w), run, images, block_rows,
-               threads, *_ONE_ZERO[dtype], input_grad, weight_grad, grad_input, parts)
+    _run(kernel, threads, one_blas_thread, numpy_products._gemms()[dtype], grad, xc, wmat, groups, *geometry, input_grad,
+         weight_grad, grad_input, parts)
     grad_weight = None
     if weight_grad:
         total = parts[0]

@@ -533,7 +533,7 @@ def _specialized_max_pool(kh, kw, sh, sw, dh, dw):
 @functools.lru_cache(maxsize=1024)
 def _pool_launch(shape, w):
     """(the max-pool kernels for window ``w``, their geometry arguments for an input of ``shape``):
-    memoized per shape and window, as :func:`numba_conv._launch` is."""
+    memoized per shape and window, as :func:`numba_conv._forward_plan` is."""
     return _max_pool_set(w), (*_geometry(w), *_interiors(shape, w))
 
 
