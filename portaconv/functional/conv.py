@@ -168,9 +168,10 @@ def _im2col_conv(x, weight, bias, window: Window, groups, xp, *, keep=None):
     batch, channels = x.shape[:2]
     tiles = _tiles(batch, channels, window, bytes_per_element(x.dtype, xp))
     if len(tiles) == 1 and len(tiles[0][4]) == 1:  # one buffer: the whole convolution in one call
+        (n0, n1, r0, r1, ((i0, i1),)), = tiles
         out, cols = P.conv_im2col(x, weight, bias, window, groups, xp, keep=keep is not None)
         if cols is not None:
-            keep[(0, tiles[0][1], 0, window.oh, 0, window.kh)] = cols
+            keep[(n0, n1, r0, r1, i0, i1)] = cols
         return out
     batches = {}
     for n0, n1, r0, r1, blocks in tiles:
@@ -199,7 +200,8 @@ def _im2col_gradients(grad, x, weight, window: Window, groups, xp, *, input_grad
     batch, channels, height, width = x.shape if x is not None else shape[:4]
     tiles = _tiles(batch, channels, window, bytes_per_element(grad.dtype, xp))
     if len(tiles) == 1 and len(tiles[0][4]) == 1:  # one buffer: both gradients in one call
-        cols = (columns or {}).pop((0, tiles[0][1], 0, window.oh, 0, window.kh), None) if weight_grad else None
+        (n0, n1, r0, r1, ((i0, i1),)), = tiles
+        cols = (columns or {}).pop((n0, n1, r0, r1, i0, i1), None) if weight_grad else None
         return P.conv_im2col_backward(grad, x, weight, window, groups, (batch, channels, height, width), xp,
                                       input_grad=input_grad, weight_grad=weight_grad, columns=cols)
     weight_blocks, input_batches = {}, {}

@@ -57,10 +57,6 @@ def _check_softmax(op, xp, input, dim, grad_output=None):
     _check_dim(op, input, dim)
 
 
-def _log_softmax(x, dim, xp):
-    return P.log_softmax(x, dim, xp)  # shifted by the maximum: logits of ±1e4 stay finite
-
-
 def _softmax_family(function, xp, input, dim, *more):
     """Run ``function(input, dim, *more)`` the way torch does on the edge shapes: a 0-d input is a
     single class (softmax 1, log_softmax 0), a zero-size input gives an empty result."""
@@ -104,7 +100,7 @@ def softmax_backward(grad_output, input, dim):
     _check_softmax("softmax_backward", xp, input, dim, grad_output)
 
     def backward(x, d, g):
-        y = xp.exp(_log_softmax(x, d, xp))
+        y = xp.exp(P.log_softmax(x, d, xp))
         return y * (g - xp.sum(g * y, axis=d, keepdims=True))
 
     return (_softmax_family(backward, xp, input, dim, grad_output),)
@@ -122,7 +118,7 @@ def log_softmax(input, dim):
     """
     xp = namespace_of(input)
     _check_softmax("log_softmax", xp, input, dim)
-    return _softmax_family(lambda x, d: _log_softmax(x, d, xp), xp, input, dim)
+    return _softmax_family(lambda x, d: P.log_softmax(x, d, xp), xp, input, dim)
 
 
 @log_softmax.defbackward
@@ -386,7 +382,7 @@ def cross_entropy(input, target, weight=None, reduction="mean", ignore_index=-10
     label_smoothing = _check_smoothing(op, label_smoothing)
     if _is_probability_target(xp, target) and tuple(target.shape) == tuple(input.shape):
         x, weighted, unbatched = _probabilities(op, input, target, weight, reduction, ignore_index, label_smoothing, xp)
-        losses = -xp.sum(_log_softmax(x, 1, xp) * weighted, axis=1)
+        losses = -xp.sum(P.log_softmax(x, 1, xp) * weighted, axis=1)
         if reduction == "none":
             return xp.asarray(losses[0, ...] if unbatched else losses)
         total = xp.sum(losses)
@@ -395,7 +391,7 @@ def cross_entropy(input, target, weight=None, reduction="mean", ignore_index=-10
         samples = _samples(x)
         return xp.asarray(total / (samples if samples else math.nan))  # no sample: NaN, as torch
     t = _targets(op, input, target, weight, reduction, ignore_index, xp)
-    log_probabilities = _log_softmax(t.x, 1, xp)
+    log_probabilities = P.log_softmax(t.x, 1, xp)
     losses = -xp.sum(xp.where(t.hot, log_probabilities, 0.0), axis=1)
     if weight is not None:
         losses = losses * t.sample_weight
@@ -432,7 +428,7 @@ def cross_entropy_backward(
         check_float_arrays(op, xp, input=input, grad_output=grad_output)
         loss_shape = (x.shape[0], *x.shape[2:])
         scale = _loss_grad(op, grad_output, reduction, unbatched, loss_shape, xp, max(_samples(x), 1))
-        log_probabilities = _log_softmax(x, 1, xp)
+        log_probabilities = P.log_softmax(x, 1, xp)
         grad_input = (xp.exp(log_probabilities) * xp.sum(weighted, axis=1, keepdims=True) - weighted) * scale
         grad_target = log_probabilities * (-(1.0 - label_smoothing))
         if weight is not None:
@@ -444,7 +440,7 @@ def cross_entropy_backward(
     t = _targets(op, input, target, weight, reduction, ignore_index, xp)
     check_float_arrays(op, xp, input=input, grad_output=grad_output)
     scale = _index_grad_scale(op, grad_output, t, reduction, xp)
-    probabilities = xp.exp(_log_softmax(t.x, 1, xp))
+    probabilities = xp.exp(P.log_softmax(t.x, 1, xp))
     hot = xp.astype(t.hot, t.x.dtype)
     classes = t.x.shape[1]
     if weight is None:

@@ -29,6 +29,7 @@ them in that order).
 from __future__ import annotations
 
 import functools
+import math
 import types
 
 import numba
@@ -747,13 +748,7 @@ def _log_softmax_backward(grad, x, outer, n, inner, out):
 def _slices(shape, axis):
     """(outer, n, inner): an array of ``shape`` seen as slices of n entries along ``axis``."""
     axis = axis % len(shape)
-    outer = 1
-    for size in shape[:axis]:
-        outer *= size
-    inner = 1
-    for size in shape[axis + 1:]:
-        inner *= size
-    return outer, shape[axis], inner
+    return math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
 
 
 @register("log_softmax", "numpy")
