@@ -115,9 +115,16 @@ def namespace_of(*arrays):
     TypeError
         When an argument is not an array, or arrays come from two libraries.
     """
+    numpy = False
+    for a in arrays:  # the common case, NumPy arrays (and Nones), without the generic inference
+        if type(a) is _np.ndarray:
+            numpy = True
+        elif a is not None:
+            break
+    else:
+        if numpy:
+            return _compat_numpy
     present = [a for a in arrays if a is not None]
-    if present and all(type(a) is _np.ndarray for a in present):
-        return _compat_numpy  # the common case, without the generic inference
     libraries = {}
     for a in present:
         if not array_api_compat.is_array_api_obj(a) or isinstance(a, (int, float, bool, complex)):

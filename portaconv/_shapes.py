@@ -14,7 +14,7 @@ __all__ = [
 
 
 def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    return type(value) is int or (isinstance(value, numbers.Integral) and not isinstance(value, bool))
 
 
 def _pair(value, name: str, *, minimum: int | None = None) -> tuple[int, int]:

@@ -318,3 +318,34 @@ def test_built_in_models(name):
     np.testing.assert_array_equal(models.build(name, seed=0).state_dict()[next(iter(net.state_dict()))], next(iter(net.state_dict().values())))
     with pytest.raises(ValueError, match="unknown model 'resnet50'"):
         models.build("resnet50")
+
+
+def test_layer_arguments_are_attributes():
+    # torch's layers keep their arguments as attributes; a changed one is used by the next call.
+    pool = nn.MaxPool2d(2)
+    assert (pool.kernel_size, pool.stride, pool.padding, pool.ceil_mode) == (2, None, 0, False)
+    assert repr(pool) == "MaxPool2d(kernel_size=2, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False)"
+    x = np.arange(16.0).reshape(1, 1, 4, 4)
+    assert pool(x).shape == (1, 1, 2, 2)
+    pool.kernel_size = 4
+    np.testing.assert_array_equal(pool(x), [[[[15.0]]]])
+    assert repr(nn.Flatten()) == "Flatten(start_dim=1, end_dim=-1)"
+    assert nn.LogSoftmax(dim=1).dim == 1 and repr(nn.ReLU()) == "ReLU()"
+    lrn = nn.LocalResponseNorm(3, k=2.0)
+    assert (lrn.size, lrn.alpha, lrn.beta, lrn.k) == (3, 1e-4, 0.75, 2.0)
+    np.testing.assert_allclose(lrn(x), F.local_response_norm(x, 3, 1e-4, 0.75, 2.0))
+
+
+def test_parameter_attribute_after_delete_and_reassign():
+    # Parameters are looked up in the table, first; a deleted one is gone, a plain value may
+    # take its name (as torch's parametrizations do).
+    conv = nn.Conv2d(1, 2, 3)
+    weight = conv.weight
+    assert conv.weight is weight and conv._parameters["weight"] is weight
+    del conv.weight
+    with pytest.raises(AttributeError, match="weight"):
+        conv.weight
+    conv.weight = weight.data * 2  # a plain array under the name
+    assert "weight" not in dict(conv.named_parameters()) and conv.weight is not None
+    x = np.ones((1, 1, 3, 3), np.float32)
+    np.testing.assert_array_equal(conv(x).data, F.conv2d(x, weight.data * 2, conv.bias.data))

@@ -13,7 +13,9 @@ pytest.importorskip("numba")
 import array_api_compat.numpy as xp  # noqa: E402
 
 from portaconv.primitives import numba_kernels as nk  # noqa: E402
-from portaconv.primitives.dispatch import PARALLEL_MIN_ELEMENTS, SPECIALIZED_POOL_WINDOWS, specialize_pool_window  # noqa: E402
+from portaconv.primitives.dispatch import (  # noqa: E402
+    PARALLEL_MIN_ELEMENTS, POOL_PLANES, SPECIALIZED_POOL_WINDOWS, specialize_pool_window,
+)
 from portaconv.primitives import reference as ref  # noqa: E402
 from portaconv.primitives.window import Window  # noqa: E402
 
@@ -156,6 +158,28 @@ def test_max_pool_parallel_builds(w):
     grad = _values(rng, best.shape, "float32", "normal")
     _same(nk.max_pool_backward(grad, x, w, xp), ref.max_pool_backward(grad, x, w, xp))
     _same(nk.max_pool_scatter(grad, taps, x.shape, w, xp), ref.max_pool_scatter(grad, taps, x.shape, w, xp))
+
+
+@pytest.mark.parametrize("w", [
+    Window(2, 2, 2, 2, 1, 1, 0, 0, 11, 11),  # seed-cnn's pooling, compiled for its window
+    Window(3, 3, 2, 2, 1, 1, 1, 1, 12, 12),  # padding: border windows beside the interior ones
+    Window(2, 3, 1, 2, 2, 1, 0, 1, 21, 12),  # the generic build (dilated)
+], ids=["2x2/2", "3x3/2 p1", "2x3 stride (1,2) dilation (2,1) p(0,1)"])
+@pytest.mark.parametrize("height", [23, 9], ids=["parallel", "serial"])
+def test_max_pool_plane_blocks(w, height):
+    """The forward takes its interior windows dispatch.POOL_PLANES planes at a time: 140 planes
+    are two whole blocks and a partial one, each with its border windows."""
+    rng = np.random.default_rng(6)
+    planes = 2 * POOL_PLANES + 12
+    x = _values(rng, (2, planes // 2, height, height), "float32", "special")
+    assert (x.size >= PARALLEL_MIN_ELEMENTS) == (height == 23)
+    w = Window(w.kh, w.kw, w.sh, w.sw, w.dh, w.dw, w.top, w.left, (height + 2 * w.top - w.dh * (w.kh - 1) - 1) // w.sh + 1,
+               (height + 2 * w.left - w.dw * (w.kw - 1) - 1) // w.sw + 1)
+    best, taps = nk.max_pool(x, w, xp)
+    want_best, want_taps = ref.max_pool(x, w, xp)
+    _same(best, want_best)
+    _same(taps, np.asarray(want_taps))
+    _same(nk.max_pool(x, w, xp, taps=False)[0], want_best)
 
 
 def test_max_pool_windows_of_padding_and_all_minus_inf():

@@ -41,7 +41,7 @@ def linear(input, weight, bias=None):
     """
     xp = namespace_of(input, weight, bias)
     _check_linear("linear", input, weight, bias, xp)
-    out = P.matmul(input, xp.matrix_transpose(weight), xp) if input.ndim > 1 else P.matmul(weight, input, xp)
+    out = P.matmul(input, weight.T, xp) if input.ndim > 1 else P.matmul(weight, input, xp)  # (weight is 2-D)
     return out if bias is None else out + bias
 
 
@@ -60,7 +60,7 @@ def linear_backward(grad_output, input, weight, bias=None):
     grad_2d = xp.reshape(grad_output, (-1, out_features))
     input_2d = xp.reshape(input, (-1, in_features))
     grad_input = xp.reshape(P.matmul(grad_2d, weight, xp), input.shape)
-    grad_weight = P.matmul(xp.matrix_transpose(grad_2d), input_2d, xp)
+    grad_weight = P.matmul(grad_2d.T, input_2d, xp)
     grad_bias = None if bias is None else xp.sum(grad_2d, axis=0)
     return grad_input, grad_weight, grad_bias
 

@@ -38,7 +38,7 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 
 def _is_empty(x) -> bool:
-    return any(d == 0 for d in x.shape)
+    return 0 in x.shape
 
 
 def _numel(shape) -> int:
@@ -58,19 +58,28 @@ def _check_softmax(op, xp, input, dim, grad_output=None):
 
 
 def _softmax_family(function, xp, input, dim, *more):
-    """Run ``function(input, dim, *more)`` the way torch does on the edge shapes: a 0-d input is a
+    """Run ``function(input, dim, *more, xp)`` the way torch does on the edge shapes: a 0-d input is a
     single class (softmax 1, log_softmax 0), a zero-size input gives an empty result."""
     if _is_empty(input):
         return xp.zeros_like(input)
     if input.ndim == 0:
         flat = [xp.reshape(a, (1,)) for a in (input, *more)]
-        return xp.reshape(function(flat[0], 0, *flat[1:]), ())
-    return function(input, dim, *more)
+        return xp.reshape(function(flat[0], 0, *flat[1:], xp), ())
+    return function(input, dim, *more, xp)
 
 
 def _softmax(x, dim, xp):
     shifted = xp.exp(x - xp.max(x, axis=dim, keepdims=True))
     return shifted / xp.sum(shifted, axis=dim, keepdims=True)
+
+
+def _softmax_backward(x, dim, grad, xp):
+    y = xp.exp(P.log_softmax(x, dim, xp))
+    return y * (grad - xp.sum(grad * y, axis=dim, keepdims=True))
+
+
+def _log_softmax_backward(x, dim, grad, xp):
+    return P.log_softmax_backward(grad, x, dim, xp)
 
 
 @differentiable("input")
@@ -85,7 +94,7 @@ def softmax(input, dim):
     """
     xp = namespace_of(input)
     _check_softmax("softmax", xp, input, dim)
-    return _softmax_family(lambda x, d: _softmax(x, d, xp), xp, input, dim)
+    return _softmax_family(_softmax, xp, input, dim)
 
 
 @softmax.defbackward
@@ -99,11 +108,7 @@ def softmax_backward(grad_output, input, dim):
     xp = namespace_of(grad_output, input)
     _check_softmax("softmax_backward", xp, input, dim, grad_output)
 
-    def backward(x, d, g):
-        y = xp.exp(P.log_softmax(x, d, xp))
-        return y * (g - xp.sum(g * y, axis=d, keepdims=True))
-
-    return (_softmax_family(backward, xp, input, dim, grad_output),)
+    return (_softmax_family(_softmax_backward, xp, input, dim, grad_output),)
 
 
 @differentiable("input")
@@ -118,7 +123,7 @@ def log_softmax(input, dim):
     """
     xp = namespace_of(input)
     _check_softmax("log_softmax", xp, input, dim)
-    return _softmax_family(lambda x, d: P.log_softmax(x, d, xp), xp, input, dim)
+    return _softmax_family(P.log_softmax, xp, input, dim)
 
 
 @log_softmax.defbackward
@@ -132,10 +137,7 @@ def log_softmax_backward(grad_output, input, dim):
     xp = namespace_of(grad_output, input)
     _check_softmax("log_softmax_backward", xp, input, dim, grad_output)
 
-    def backward(x, d, g):
-        return P.log_softmax_backward(g, x, d, xp)
-
-    return (_softmax_family(backward, xp, input, dim, grad_output),)
+    return (_softmax_family(_log_softmax_backward, xp, input, dim, grad_output),)
 
 
 # ---- nll_loss and cross_entropy ----------------------------------------------------------------

@@ -189,114 +189,125 @@ class BatchNorm2d(_BatchNorm):
 
 
 class _Op(Module):
-    """A parameter-free layer: ``forward(x)`` is ``F.<op>(x, **params)``."""
+    """A parameter-free layer: its arguments are attributes, as torch's (``pool.kernel_size``), and
+    ``forward`` is one call of its op with them, positionally."""
 
-    op = ""
-
-    def __init__(self, **params):
+    def __init__(self, **arguments):
         super().__init__()
-        self.params = params
-
-    def forward(self, x):
-        return getattr(F, self.op)(x, **self.params)
+        for name, value in arguments.items():
+            setattr(self, name, value)
+        self._arguments = tuple(arguments)
 
     def extra_repr(self):
-        return ", ".join(f"{k}={v}" for k, v in self.params.items())
+        return ", ".join(f"{name}={getattr(self, name)}" for name in self._arguments)
 
 
 class MaxPool2d(_Op):
     """Max pooling (``torch.nn.MaxPool2d``)."""
 
-    op = "max_pool2d"
-
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False):
         super().__init__(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
                          ceil_mode=ceil_mode, return_indices=return_indices)
+
+    def forward(self, x):
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode, self.return_indices)
 
 
 class AvgPool2d(_Op):
     """Average pooling (``torch.nn.AvgPool2d``)."""
 
-    op = "avg_pool2d"
-
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None):
         super().__init__(kernel_size=kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
                          count_include_pad=count_include_pad, divisor_override=divisor_override)
+
+    def forward(self, x):
+        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad,
+                            self.divisor_override)
 
 
 class AdaptiveAvgPool2d(_Op):
     """Average pooling to a fixed output size (``torch.nn.AdaptiveAvgPool2d``)."""
 
-    op = "adaptive_avg_pool2d"
-
     def __init__(self, output_size):
         super().__init__(output_size=output_size)
+
+    def forward(self, x):
+        return F.adaptive_avg_pool2d(x, self.output_size)
 
 
 class LocalResponseNorm(_Op):
     """Local response normalization across channels (``torch.nn.LocalResponseNorm``)."""
 
-    op = "local_response_norm"
-
     def __init__(self, size, alpha=1e-4, beta=0.75, k=1.0):
         super().__init__(size=size, alpha=alpha, beta=beta, k=k)
+
+    def forward(self, x):
+        return F.local_response_norm(x, self.size, self.alpha, self.beta, self.k)
 
 
 class ReLU(_Op):
     """``max(x, 0)``. ``inplace`` is accepted for torch compatibility and has no effect (arrays
     may be immutable; the result is the same)."""
 
-    op = "relu"
-
     def __init__(self, inplace=False):
         super().__init__()
+
+    def forward(self, x):
+        return F.relu(x)
 
 
 class LeakyReLU(_Op):
-    op = "leaky_relu"
-
     def __init__(self, negative_slope=0.01, inplace=False):
         super().__init__(negative_slope=negative_slope)
 
+    def forward(self, x):
+        return F.leaky_relu(x, self.negative_slope)
+
 
 class SiLU(_Op):
-    op = "silu"
-
     def __init__(self, inplace=False):
         super().__init__()
 
+    def forward(self, x):
+        return F.silu(x)
+
 
 class Tanh(_Op):
-    op = "tanh"
+    def forward(self, x):
+        return F.tanh(x)
 
 
 class Sigmoid(_Op):
-    op = "sigmoid"
+    def forward(self, x):
+        return F.sigmoid(x)
 
 
 class Softmax(_Op):
-    op = "softmax"
-
     def __init__(self, dim=None):
         if dim is None:
             raise ValueError("Softmax: give dim (torch's implicit choice of dim is deprecated)")
         super().__init__(dim=dim)
 
+    def forward(self, x):
+        return F.softmax(x, self.dim)
+
 
 class LogSoftmax(_Op):
-    op = "log_softmax"
-
     def __init__(self, dim=None):
         if dim is None:
             raise ValueError("LogSoftmax: give dim (torch's implicit choice of dim is deprecated)")
         super().__init__(dim=dim)
 
+    def forward(self, x):
+        return F.log_softmax(x, self.dim)
+
 
 class Flatten(_Op):
-    op = "flatten"
-
     def __init__(self, start_dim=1, end_dim=-1):
         super().__init__(start_dim=start_dim, end_dim=end_dim)
+
+    def forward(self, x):
+        return F.flatten(x, self.start_dim, self.end_dim)
 
 
 class _Dropout(Module):

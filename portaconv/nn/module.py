@@ -91,8 +91,14 @@ class Module:
 
     def __getattr__(self, name):
         # Only called when normal lookup fails: parameters, buffers and submodules live in tables.
-        for table in ("_parameters", "_buffers", "_modules"):
-            entries = self.__dict__.get(table)
+        # Parameters first, without a loop: layers read theirs on every call.
+        tables = self.__dict__
+        try:
+            return tables["_parameters"][name]
+        except KeyError:  # (also before __init__ made the tables)
+            pass
+        for table in ("_buffers", "_modules"):
+            entries = tables.get(table)
             if entries is not None and name in entries:
                 return entries[name]
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")

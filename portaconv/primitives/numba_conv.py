@@ -395,35 +395,41 @@ def _run(kernel, threads, one_blas_thread, *args):
 _ONE_ZERO = {np.dtype(np.float32): (np.float32(1), np.float32(0)), np.dtype(np.float64): (np.float64(1), np.float64(0))}
 
 
-def _fusable(dtype, arrays, sizes):
-    """Whether the fused kernels run: NumPy's OpenBLAS found, every array (None: absent) of
-    ``dtype``, nothing empty."""
-    if dtype not in numpy_products._gemms() or 0 in sizes:
-        return False
-    for a in arrays:
-        if a is not None and a.dtype != dtype:
-            return False
-    return True
+def _gemm(dtype, dtypes, sizes):
+    """NumPy's BLAS ?gemm for ``dtype`` where the fused kernels run: the BLAS found, every other
+    array (None: absent) of ``dtype``, nothing empty; else None (the reference runs)."""
+    gemm = numpy_products._gemms().get(dtype)
+    if gemm is None or 0 in sizes or any(d is not None and d != dtype for d in dtypes):
+        return None
+    return gemm
 
 
 @functools.lru_cache(maxsize=1024)
-def _forward_plan(shape, out_channels, dtype, w, workspace_limit, num_threads):
+def _forward_plan(shape, out_channels, dtype, weight_dtype, bias_dtype, w, workspace_limit, num_threads):
     """The forward kernel's launch for an input of ``shape`` (see :func:`_plan`): (kernel, threads,
-    whether BLAS runs on one thread, the kernel's geometry arguments), memoized per call
-    geometry and options (docs/performance.md, "seventh session")."""
+    whether BLAS runs on one thread, BLAS's gemm, the kernel's geometry arguments), or None where
+    the fused kernel does not run (:func:`_gemm`); memoized per call geometry, dtypes and options
+    (docs/performance.md, "seventh session")."""
     n_, c_, h_, width = shape
+    gemm = _gemm(dtype, (weight_dtype, bias_dtype), (n_, c_, out_channels, w.oh * w.ow))
+    if gemm is None:
+        return None
     run = _runs(w, width)
     largest = max(n_ * c_ * h_ * width, n_ * out_channels * w.oh * w.ow)
     kernel, threads, images, block_rows, one_blas_thread = _plan(
         _forward_kernels, largest, c_, out_channels, w, width if run else w.ow, n_, dtype.itemsize, workspace_limit, num_threads
     )
-    return kernel, threads, one_blas_thread, (*_geometry(w), run, images, block_rows, threads, *_ONE_ZERO[dtype])
+    return kernel, threads, one_blas_thread, gemm, (*_geometry(w), run, images, block_rows, threads, *_ONE_ZERO[dtype])
 
 
 @functools.lru_cache(maxsize=1024)
-def _backward_plan(shape, out_channels, dtype, w, workspace_limit, num_threads):
-    """The backward kernel's launch, as :func:`_forward_plan`; a thread owns whole blocks of images."""
+def _backward_plan(shape, out_channels, dtype, x_dtype, weight_dtype, w, workspace_limit, num_threads):
+    """The backward kernel's launch, as :func:`_forward_plan` (``x_dtype``, ``weight_dtype``: None
+    where that operand is not read); a thread owns whole blocks of images."""
     n_, c_, h_, w_ = shape
+    gemm = _gemm(dtype, (x_dtype, weight_dtype), (n_ * c_ * h_ * w_, out_channels, w.oh * w.ow))
+    if gemm is None:
+        return None
     run = _runs(w, w_)
     largest = max(n_ * out_channels * w.oh * w.ow, n_ * c_ * h_ * w_)
     kernel, threads, images, block_rows, one_blas_thread = _plan(
@@ -431,26 +437,25 @@ def _backward_plan(shape, out_channels, dtype, w, workspace_limit, num_threads):
     )
     threads = max(1, min(threads, -(-n_ // images)))
     geometry = (c_, h_, w_, *_geometry(w), run, images, block_rows, threads, *_ONE_ZERO[dtype])
-    return kernel, threads, one_blas_thread, geometry
+    return kernel, threads, one_blas_thread, gemm, geometry
 
 
 @register("conv_im2col", "numpy")
 def conv_im2col(x, weight, bias, w, groups, xp, *, keep=False):
     """:func:`reference.conv_im2col` fused (see the module docstring); keeps no columns."""
-    dtype = x.dtype
-    n_, c_ = x.shape[:2]
     out_channels = weight.shape[0]
-    if not _fusable(dtype, (weight, bias), (n_, c_, out_channels, w.oh * w.ow)):
-        return reference.conv_im2col(x, weight, bias, w, groups, xp, keep=keep)
     options = get_options()
-    kernel, threads, one_blas_thread, geometry = _forward_plan(x.shape, out_channels, dtype, w, options.workspace_limit,
-                                                               options.num_threads)
+    plan = _forward_plan(x.shape, out_channels, x.dtype, weight.dtype, None if bias is None else bias.dtype, w,
+                         options.workspace_limit, options.num_threads)
+    if plan is None:
+        return reference.conv_im2col(x, weight, bias, w, groups, xp, keep=keep)
+    kernel, threads, one_blas_thread, gemm, geometry = plan
     x = np.ascontiguousarray(x)
     wmat = np.ascontiguousarray(weight.reshape(out_channels, -1))
-    out = np.empty((n_, out_channels, w.oh, w.ow), dtype=dtype)
+    out = np.empty((x.shape[0], out_channels, w.oh, w.ow), dtype=x.dtype)
     has_bias = bias is not None
     bias = np.ascontiguousarray(bias) if has_bias else wmat[0]  # (a placeholder of the same type)
-    _run(kernel, threads, one_blas_thread, numpy_products._gemms()[dtype], x, wmat, bias, has_bias, groups, *geometry, out)
+    _run(kernel, threads, one_blas_thread, gemm, x, wmat, bias, has_bias, groups, *geometry, out)
     return out, None
 
 
@@ -461,20 +466,22 @@ def conv_im2col_backward(grad, x, weight, w, groups, input_shape, xp, *, input_g
     dtype = grad.dtype
     n_, c_, h_, w_ = (int(s) for s in input_shape)
     out_channels = grad.shape[1]
-    operands = (x if weight_grad else None, weight if input_grad else None)
-    if columns is not None or not _fusable(dtype, operands, (n_ * c_ * h_ * w_, out_channels, w.oh * w.ow)):
+    options = get_options()
+    plan = None if columns is not None else _backward_plan(
+        (n_, c_, h_, w_), out_channels, dtype, x.dtype if weight_grad else None, weight.dtype if input_grad else None, w,
+        options.workspace_limit, options.num_threads,
+    )
+    if plan is None:
         return reference.conv_im2col_backward(grad, x, weight, w, groups, input_shape, xp, input_grad=input_grad,
                                               weight_grad=weight_grad, columns=columns)
-    options = get_options()
-    kernel, threads, one_blas_thread, geometry = _backward_plan((n_, c_, h_, w_), out_channels, dtype, w,
-                                                                options.workspace_limit, options.num_threads)
+    kernel, threads, one_blas_thread, gemm, geometry = plan
     grad = np.ascontiguousarray(grad)
     ckk_g = c_ // groups * w.taps
     wmat = np.ascontiguousarray(weight.reshape(out_channels, -1)) if input_grad else np.empty((1, 1), dtype)
     xc = np.ascontiguousarray(x) if weight_grad else np.empty((1, 1, 1, 1), dtype)
     grad_input = np.empty((n_, c_, h_, w_), dtype) if input_grad else np.empty((1, 1, 1, 1), dtype)
     parts = np.zeros((threads if weight_grad else 1, out_channels, ckk_g), dtype)
-    _run(kernel, threads, one_blas_thread, numpy_products._gemms()[dtype], grad, xc, wmat, groups, *geometry, input_grad,
+    _run(kernel, threads, one_blas_thread, gemm, grad, xc, wmat, groups, *geometry, input_grad,
          weight_grad, grad_input, parts)
     grad_weight = None
     if weight_grad:

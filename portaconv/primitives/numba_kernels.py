@@ -38,7 +38,7 @@ from numba import njit, prange
 
 from .._options import get_options
 from . import reference
-from .dispatch import PARALLEL_MIN_ELEMENTS, register, specialize_pool_window
+from .dispatch import PARALLEL_MIN_ELEMENTS, POOL_PLANES, register, specialize_pool_window
 
 __all__ = [
     "im2col",
@@ -393,19 +393,53 @@ def _interior_columns(a, alo, ahi, blo, bhi, ow):
 
 
 @njit(inline="always")
-def _max_pool_plane(xp, bp, tp, want_taps, kh, kw, sh, sw, dh, dw, top, left, oh, ow, alo, ahi, blo, bhi, tables, lowest, zero):
-    # Windows inside the input (rows [alo, ahi) × columns [blo, bhi)) index the plane directly;
-    # the border's go through the tap tables (padding, input dilation). Both pick the same tap.
+def _window_max(xs, corner, width, kh, kw, dh, dw, lowest):
+    """The window whose top-left tap reads ``xs[corner]``, all inside a plane ``width`` wide:
+    (best, its tap), the first maximum in row-major order, NaN winning (the last NaN)."""
+    best = lowest
+    k = 0
+    for i in range(kh):
+        for j in range(kw):
+            v = xs[np.uint64(corner + i * dh * width + j * dw)]
+            take = (v > best) | (v != v)
+            best = v if take else best
+            k = i * kw + j if take else k
+    return best, k
+
+
+@njit(inline="always")
+def _interior_windows(xs, bs, ts, want_taps, p0, p1, h_, w_, kh, kw, sh, sw, dh, dw, top, left, oh, ow, alo, ahi, blo, bhi,
+                      lowest):
+    # The windows inside the input on planes p0:p1, the planes innermost: one window position
+    # (a, b) on PLANES planes is a long loop of independent windows with one tap pattern, which
+    # LLVM vectorizes, its selects becoming blends. Along a row (13 windows on seed-cnn's first
+    # pooling) the loop is too short for that, and the scalar code x86 gets for a float select is
+    # a branch, mispredicted on random data (docs/performance.md, "ninth session").
+    hw = h_ * w_
+    for a in range(alo, ahi):
+        for b in range(blo, bhi):
+            corner = (a * sh - top) * w_ + b * sw - left
+            slot = a * ow + b
+            if want_taps:
+                for p in range(p0, p1):
+                    best, k = _window_max(xs, p * hw + corner, w_, kh, kw, dh, dw, lowest)
+                    bs[np.uint64(p * oh * ow + slot)] = best
+                    ts[np.uint64(p * oh * ow + slot)] = k
+            else:
+                for p in range(p0, p1):
+                    best, _ = _window_max(xs, p * hw + corner, w_, kh, kw, dh, dw, lowest)
+                    bs[np.uint64(p * oh * ow + slot)] = best
+
+
+@njit(inline="always")
+def _border_windows(xp, bp, tp, want_taps, kh, kw, oh, ow, alo, ahi, blo, bhi, tables, lowest, zero):
+    # The windows of one plane that reach outside the input (padding, input dilation), through
+    # the tap tables; they pick the tap _window_max would.
     rtab, ctab, fr, fc = tables
     xs = xp.reshape(xp.size)
     width = xp.shape[1]
     for a in range(oh):
         lo, hi = _interior_columns(a, alo, ahi, blo, bhi, ow)
-        for b in range(lo, hi):
-            v, i, j = _interior_max(xp, a * sh - top, b * sw - left, kh, kw, dh, dw, lowest)
-            bp[a, b] = v
-            if want_taps:
-                tp[a, b] = i * kw + j
         for b in range(ow):
             if b < lo or b >= hi:
                 v, k = _max_tap(xs, 0, width, a, b, rtab, ctab, fr, fc, kh, kw, lowest, zero)
@@ -419,7 +453,7 @@ def _max_pool_backward_plane(gp, xp, op, kh, kw, sh, sw, dh, dw, top, left, oh, 
     # Windows in reverse row-major order: the windows covering one pixel then come in ascending
     # tap order (a later window reaches it with an earlier tap), the reference's summation order.
     # A row's interior windows find their maxima first, into ``where`` (flat offsets in the
-    # plane), so that loop vectorizes; the scatter follows. Border windows as in _max_pool_plane.
+    # plane), so that loop vectorizes; the scatter follows. Border windows as in _border_windows.
     rtab, ctab, fr, fc = tables
     xs = xp.reshape(xp.size)
     os = op.reshape(op.size)
@@ -488,12 +522,18 @@ def _max_pool_kernels(kh, kw, sh, sw, dh, dw):
     def forward(x, kh_, kw_, sh_, sw_, dh_, dw_, top, left, oh, ow, lh, lw, alo, ahi, blo, bhi, best, taps, want_taps):
         gkh, gkw, gsh, gsw, gdh, gdw = (kh, kw, sh, sw, dh, dw) if constant else (kh_, kw_, sh_, sw_, dh_, dw_)
         x3, tables, lowest, zero = _pool_setup(x, gkh, gkw, gsh, gsw, gdh, gdw, top, left, oh, ow, lh, lw)
-        b3 = best.reshape((x3.shape[0], oh, ow))
+        planes, h_, w_ = x3.shape
+        b3 = best.reshape((planes, oh, ow))
         t3 = taps.reshape((taps.shape[0] * taps.shape[1], oh, ow))  # one plane, unused, unless want_taps
         t_step = 1 if want_taps else 0
-        for p in prange(x3.shape[0]):
-            _max_pool_plane(x3[p], b3[p], t3[p * t_step], want_taps, gkh, gkw, gsh, gsw, gdh, gdw, top, left, oh, ow, alo, ahi, blo, bhi,
-                            tables, lowest, zero)
+        xs, bs, ts = x.reshape(x.size), best.reshape(best.size), taps.reshape(taps.size)
+        for block in prange((planes + POOL_PLANES - 1) // POOL_PLANES):
+            p0 = block * POOL_PLANES
+            p1 = min(planes, p0 + POOL_PLANES)
+            _interior_windows(xs, bs, ts, want_taps, p0, p1, h_, w_, gkh, gkw, gsh, gsw, gdh, gdw, top, left, oh, ow, alo, ahi, blo,
+                              bhi, lowest)
+            for p in range(p0, p1):
+                _border_windows(x3[p], b3[p], t3[p * t_step], want_taps, gkh, gkw, oh, ow, alo, ahi, blo, bhi, tables, lowest, zero)
 
     def backward(grad, x, kh_, kw_, sh_, sw_, dh_, dw_, top, left, oh, ow, lh, lw, alo, ahi, blo, bhi, out):
         gkh, gkw, gsh, gsw, gdh, gdw = (kh, kw, sh, sw, dh, dw) if constant else (kh_, kw_, sh_, sw_, dh_, dw_)
@@ -533,9 +573,13 @@ def _specialized_max_pool(kh, kw, sh, sw, dh, dw):
 
 @functools.lru_cache(maxsize=1024)
 def _pool_launch(shape, w):
-    """(the max-pool kernels for window ``w``, their geometry arguments for an input of ``shape``):
-    memoized per shape and window, as :func:`numba_conv._forward_plan` is."""
-    return _max_pool_set(w), (*_geometry(w), *_interiors(shape, w))
+    """(whether the parallel builds run, the (forward, backward, scatter) builds for window ``w``,
+    their geometry arguments) for an input of ``shape``, the largest array of each: the builds
+    :class:`_Kernel` would pick, memoized per shape and window, as
+    :func:`numba_conv._forward_plan` is."""
+    parallel = math.prod(shape) >= PARALLEL_MIN_ELEMENTS
+    builds = tuple(k.parallel if parallel else k.serial for k in _max_pool_set(w))
+    return parallel, builds, (*_geometry(w), *_interiors(shape, w))
 
 
 @register("max_pool", "numpy")
@@ -544,8 +588,10 @@ def max_pool(x, w, xp, *, taps=True):
     shape = (*x.shape[:2], w.oh, w.ow)
     best = np.empty(shape, dtype=x.dtype)
     winner = np.empty(shape if taps else (1, 1, w.oh, w.ow), dtype=np.int32)
-    kernels, geometry = _pool_launch(x.shape, w)
-    kernels[0](x, *geometry, best, winner, bool(taps))
+    parallel, builds, geometry = _pool_launch(x.shape, w)
+    if parallel:
+        _threads()
+    builds[0](x, *geometry, best, winner, bool(taps))
     return best, (winner if taps else None)
 
 
@@ -554,8 +600,10 @@ def max_pool_backward(grad, x, w, xp):
     x = np.ascontiguousarray(x)
     grad = np.ascontiguousarray(grad)
     out = np.empty(x.shape, dtype=grad.dtype)
-    kernels, geometry = _pool_launch(x.shape, w)
-    kernels[1](grad, x, *geometry, out)
+    parallel, builds, geometry = _pool_launch(x.shape, w)
+    if parallel:
+        _threads()
+    builds[1](grad, x, *geometry, out)
     return out
 
 
@@ -566,8 +614,10 @@ def max_pool_scatter(grad, taps, shape, w, xp):
     index = np.int32 if taps.dtype == np.int32 else np.int64
     taps = np.ascontiguousarray(np.broadcast_to(taps, grad.shape), dtype=index)
     out = np.empty(tuple(shape), dtype=grad.dtype)
-    kernels, geometry = _pool_launch(tuple(shape), w)
-    kernels[2](grad, taps, *geometry, out)
+    parallel, builds, geometry = _pool_launch(tuple(shape), w)
+    if parallel:
+        _threads()
+    builds[2](grad, taps, *geometry, out)
     return out
 
 
