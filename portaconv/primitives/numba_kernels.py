@@ -365,25 +365,6 @@ def _interiors(x_shape, w):
 
 
 @njit(inline="always")
-def _interior_max(xp, r0, q0, kh, kw, dh, dw, lowest):
-    """The window with corner ``xp[r0, q0]``, all inside the plane: (best, its tap's row, its
-    tap's column), the first maximum in row-major order, NaN winning (the last NaN). The indices
-    are unsigned so numba adds no negative-index wraparound, which would keep LLVM from
-    vectorizing the loop over windows; with (kh, kw) compile-time constants the tap loops unroll."""
-    best = lowest
-    wi = 0
-    wj = 0
-    for i in range(kh):
-        for j in range(kw):
-            v = xp[np.uint64(r0 + i * dh), np.uint64(q0 + j * dw)]
-            take = (v > best) | (v != v)  # v != v: NaN. Selects, not branches: random data
-            best = v if take else best  # would mispredict every other branch
-            wi = i if take else wi
-            wj = j if take else wj
-    return best, wi, wj
-
-
-@njit(inline="always")
 def _interior_columns(a, alo, ahi, blo, bhi, ow):
     """The output columns [lo, hi) of row ``a`` whose windows lie inside the input; (ow, ow), none,
     on a border row."""
@@ -449,38 +430,10 @@ def _border_windows(xp, bp, tp, want_taps, kh, kw, oh, ow, alo, ahi, blo, bhi, t
 
 
 @njit(inline="always")
-def _max_pool_backward_plane(gp, xp, op, kh, kw, sh, sw, dh, dw, top, left, oh, ow, alo, ahi, blo, bhi, tables, lowest, zero):
+def _max_pool_scatter_plane(gp, tp, op, kh, kw, sh, sw, dh, dw, top, left, oh, ow, alo, ahi, blo, bhi, tables):
     # Windows in reverse row-major order: the windows covering one pixel then come in ascending
     # tap order (a later window reaches it with an earlier tap), the reference's summation order.
-    # A row's interior windows find their maxima first, into ``where`` (flat offsets in the
-    # plane), so that loop vectorizes; the scatter follows. Border windows as in _border_windows.
-    rtab, ctab, fr, fc = tables
-    xs = xp.reshape(xp.size)
-    os = op.reshape(op.size)
-    width = xp.shape[1]
-    where = np.empty(ow, dtype=np.int64)
-    os[:] = 0
-    for a in range(oh - 1, -1, -1):
-        lo, hi = _interior_columns(a, alo, ahi, blo, bhi, ow)
-        r0 = a * sh - top
-        for b in range(lo, hi):
-            q0 = b * sw - left
-            _, i, j = _interior_max(xp, r0, q0, kh, kw, dh, dw, lowest)
-            where[b] = (r0 + i * dh) * width + q0 + j * dw
-        for b in range(ow - 1, -1, -1):
-            if lo <= b < hi:
-                os[np.uint64(where[b])] += gp[a, b]
-            else:
-                _, k = _max_tap(xs, 0, width, a, b, rtab, ctab, fr, fc, kh, kw, lowest, zero)
-                r, q = _tap_pixel(k, a, b, kh, kw, rtab, ctab)
-                if r >= 0:
-                    op[r, q] += gp[a, b]
-
-
-@njit(inline="always")
-def _max_pool_scatter_plane(gp, tp, op, kh, kw, sh, sw, dh, dw, top, left, oh, ow, alo, ahi, blo, bhi, tables):
-    # Windows in reverse row-major order, as in _max_pool_backward_plane. An interior window's
-    # tap k reaches the pixel (r0 + i·dh, q0 + j·dw), i, j = divmod(k, kw) (a shift for the
+    # An interior window's tap k reaches the pixel (r0 + i·dh, q0 + j·dw), i, j = divmod(k, kw) (a shift for the
     # constant kw of a compiled window); a border window's goes through the tables.
     rtab, ctab, _, _ = tables
     os = op.reshape(op.size)
@@ -513,7 +466,7 @@ def _pool_setup(x, kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw):
 
 
 def _max_pool_kernels(kh, kw, sh, sw, dh, dw):
-    """The max-pool kernels (forward, backward, scatter) with these window sizes, strides and
+    """The max-pool kernels (forward, scatter) with these window sizes, strides and
     dilations either passed at run time (all None) or compiled in as constants, one set per
     geometry, so the tap loops unroll and the loops over windows vectorize (docs/performance.md).
     Each takes the geometry as arguments; the constants, where given, override the ones passed."""
@@ -535,15 +488,6 @@ def _max_pool_kernels(kh, kw, sh, sw, dh, dw):
             for p in range(p0, p1):
                 _border_windows(x3[p], b3[p], t3[p * t_step], want_taps, gkh, gkw, oh, ow, alo, ahi, blo, bhi, tables, lowest, zero)
 
-    def backward(grad, x, kh_, kw_, sh_, sw_, dh_, dw_, top, left, oh, ow, lh, lw, alo, ahi, blo, bhi, out):
-        gkh, gkw, gsh, gsw, gdh, gdw = (kh, kw, sh, sw, dh, dw) if constant else (kh_, kw_, sh_, sw_, dh_, dw_)
-        x3, tables, lowest, zero = _pool_setup(x, gkh, gkw, gsh, gsw, gdh, gdw, top, left, oh, ow, lh, lw)
-        g3 = grad.reshape((x3.shape[0], oh, ow))
-        o3 = out.reshape(x3.shape)
-        for p in prange(x3.shape[0]):
-            _max_pool_backward_plane(g3[p], x3[p], o3[p], gkh, gkw, gsh, gsw, gdh, gdw, top, left, oh, ow, alo, ahi, blo, bhi,
-                                     tables, lowest, zero)
-
     def scatter(grad, taps_in, kh_, kw_, sh_, sw_, dh_, dw_, top, left, oh, ow, lh, lw, alo, ahi, blo, bhi, out):
         gkh, gkw, gsh, gsw, gdh, gdw = (kh, kw, sh, sw, dh, dw) if constant else (kh_, kw_, sh_, sw_, dh_, dw_)
         o3, tables, _, _ = _pool_setup(out, gkh, gkw, gsh, gsw, gdh, gdw, top, left, oh, ow, lh, lw)
@@ -552,14 +496,14 @@ def _max_pool_kernels(kh, kw, sh, sw, dh, dw):
         for p in prange(o3.shape[0]):
             _max_pool_scatter_plane(g3[p], t3[p], o3[p], gkh, gkw, gsh, gsw, gdh, gdw, top, left, oh, ow, alo, ahi, blo, bhi, tables)
 
-    return _kernel(forward), _kernel(backward), _kernel(scatter)
+    return _kernel(forward), _kernel(scatter)
 
 
 _GENERIC_MAX_POOL = _max_pool_kernels(None, None, None, None, None, None)
 
 
 def _max_pool_set(w):
-    """The (forward, backward, scatter) max-pool kernels for window ``w``: compiled for its geometry where
+    """The (forward, scatter) max-pool kernels for window ``w``: compiled for its geometry where
     :func:`dispatch.specialize_pool_window` says so, else the generic set."""
     if not specialize_pool_window(w.kh, w.kw, w.sh, w.sw, w.dh, w.dw, w.lh, w.lw):
         return _GENERIC_MAX_POOL
@@ -573,7 +517,7 @@ def _specialized_max_pool(kh, kw, sh, sw, dh, dw):
 
 @functools.lru_cache(maxsize=1024)
 def _pool_launch(shape, w):
-    """(whether the parallel builds run, the (forward, backward, scatter) builds for window ``w``,
+    """(whether the parallel builds run, the (forward, scatter) builds for window ``w``,
     their geometry arguments) for an input of ``shape``, the largest array of each: the builds
     :class:`_Kernel` would pick, memoized per shape and window, as
     :func:`numba_conv._forward_plan` is."""
@@ -597,14 +541,10 @@ def max_pool(x, w, xp, *, taps=True):
 
 @register("max_pool_backward", "numpy")
 def max_pool_backward(grad, x, w, xp):
-    x = np.ascontiguousarray(x)
-    grad = np.ascontiguousarray(grad)
-    out = np.empty(x.shape, dtype=grad.dtype)
-    parallel, builds, geometry = _pool_launch(x.shape, w)
-    if parallel:
-        _threads()
-    builds[1](grad, x, *geometry, out)
-    return out
+    # The forward's taps, then their scatter: the winners are found by the forward's branch-free
+    # loop over planes (a kernel finding them window by window, as the scatter goes, was as slow
+    # on random data as the forward had been).
+    return max_pool_scatter(grad, max_pool(x, w, xp)[1], x.shape, w, xp)
 
 
 @register("max_pool_scatter", "numpy")
@@ -617,7 +557,7 @@ def max_pool_scatter(grad, taps, shape, w, xp):
     parallel, builds, geometry = _pool_launch(tuple(shape), w)
     if parallel:
         _threads()
-    builds[2](grad, taps, *geometry, out)
+    builds[1](grad, taps, *geometry, out)
     return out
 
 
