@@ -13,8 +13,9 @@ Geometry (see :class:`~portaconv.primitives.window.Window`) becomes two small ta
 one per axis: ``table[i, a]`` is the input row of kernel row ``i`` at output row ``a``, −1 outside
 the dilated input (padding) or −2 on a row the input dilation (``lh``) inserts, so no kernel
 divides per element; every kernel, col2im included, takes any (lh, lw). Every kernel is parallel
-over independent outputs: im2col over column-matrix rows (c, i, j), to_nchw over (n, k), the rest
-over (n, c) planes, so the scatters have no races. The max-pool scatters visit windows in reverse
+over independent outputs: im2col over column-matrix rows (c, i, j), to_nchw over (n, k), the
+max-pool forward over blocks of ``dispatch.POOL_PLANES`` planes, the rest over (n, c) planes, so
+the scatters have no races. The max-pool scatters visit windows in reverse
 row-major order, which gives each pixel its windows in ascending tap order, the reference's.
 The max-pool kernels are one body compiled twice: with the window's geometry as arguments, and,
 for the windows networks use (``dispatch.SPECIALIZED_POOL_WINDOWS``), once per geometry with it
@@ -392,7 +393,7 @@ def _window_max(xs, corner, width, kh, kw, dh, dw, lowest):
 def _interior_windows(xs, bs, ts, want_taps, p0, p1, h_, w_, kh, kw, sh, sw, dh, dw, top, left, oh, ow, alo, ahi, blo, bhi,
                       lowest):
     # The windows inside the input on planes p0:p1, the planes innermost: one window position
-    # (a, b) on PLANES planes is a long loop of independent windows with one tap pattern, which
+    # (a, b) on POOL_PLANES planes is a long loop of independent windows with one tap pattern, which
     # LLVM vectorizes, its selects becoming blends. Along a row (13 windows on seed-cnn's first
     # pooling) the loop is too short for that, and the scalar code x86 gets for a float select is
     # a branch, mispredicted on random data (docs/performance.md, "ninth session").
@@ -433,8 +434,8 @@ def _border_windows(xp, bp, tp, want_taps, kh, kw, oh, ow, alo, ahi, blo, bhi, t
 def _max_pool_scatter_plane(gp, tp, op, kh, kw, sh, sw, dh, dw, top, left, oh, ow, alo, ahi, blo, bhi, tables):
     # Windows in reverse row-major order: the windows covering one pixel then come in ascending
     # tap order (a later window reaches it with an earlier tap), the reference's summation order.
-    # An interior window's tap k reaches the pixel (r0 + i·dh, q0 + j·dw), i, j = divmod(k, kw) (a shift for the
-    # constant kw of a compiled window); a border window's goes through the tables.
+    # An interior window's tap k reaches the pixel (r0 + i·dh, q0 + j·dw), i, j = divmod(k, kw)
+    # (a shift for the constant kw of a compiled window); a border window's goes through the tables.
     rtab, ctab, _, _ = tables
     os = op.reshape(op.size)
     width = op.shape[1]
