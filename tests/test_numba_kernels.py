@@ -167,8 +167,8 @@ def test_max_pool_parallel_builds(w):
 ], ids=["2x2/2", "3x3/2 p1", "2x3 stride (1,2) dilation (2,1) p(0,1)"])
 @pytest.mark.parametrize("height", [23, 9], ids=["parallel", "serial"])
 def test_max_pool_plane_blocks(w, height):
-    """The forward takes its interior windows dispatch.POOL_PLANES planes at a time: 140 planes
-    are two whole blocks and a partial one, each with its border windows."""
+    """The forward and the backward take their interior windows dispatch.POOL_PLANES planes at a
+    time: 140 planes are two whole blocks and a partial one, each with its border windows."""
     rng = np.random.default_rng(6)
     planes = 2 * POOL_PLANES + 12
     x = _values(rng, (2, planes // 2, height, height), "float32", "special")
@@ -180,6 +180,9 @@ def test_max_pool_plane_blocks(w, height):
     _same(best, want_best)
     _same(taps, np.asarray(want_taps))
     _same(nk.max_pool(x, w, xp, taps=False)[0], want_best)
+    grad = _values(rng, best.shape, "float32", "normal")
+    _same(nk.max_pool_backward(grad, x, w, xp), ref.max_pool_backward(grad, x, w, xp))
+    _same(nk.max_pool_scatter(grad, taps, x.shape, w, xp), ref.max_pool_scatter(grad, want_taps, x.shape, w, xp))
 
 
 def test_max_pool_windows_of_padding_and_all_minus_inf():

@@ -390,18 +390,19 @@ def _window_max(xs, corner, width, kh, kw, dh, dw, lowest):
 
 
 @njit(inline="always")
-def _interior_windows(xs, bs, ts, want_taps, p0, p1, h_, w_, kh, kw, sh, sw, dh, dw, top, left, oh, ow, alo, ahi, blo, bhi,
+def _interior_windows(xs, bs, ts, want_taps, p0, p1, q0, h_, w_, kh, kw, sh, sw, dh, dw, top, left, oh, ow, alo, ahi, blo, bhi,
                       lowest):
     # The windows inside the input on planes p0:p1, the planes innermost: one window position
     # (a, b) on POOL_PLANES planes is a long loop of independent windows with one tap pattern, which
     # LLVM vectorizes, its selects becoming blends. Along a row (13 windows on seed-cnn's first
     # pooling) the loop is too short for that, and the scalar code x86 gets for a float select is
     # a branch, mispredicted on random data (docs/performance.md, "ninth session").
+    # Plane p's outputs go to plane p − q0 of bs and ts.
     hw = h_ * w_
     for a in range(alo, ahi):
         for b in range(blo, bhi):
             corner = (a * sh - top) * w_ + b * sw - left
-            slot = a * ow + b
+            slot = a * ow + b - q0 * oh * ow
             if want_taps:
                 for p in range(p0, p1):
                     best, k = _window_max(xs, p * hw + corner, w_, kh, kw, dh, dw, lowest)
@@ -467,7 +468,7 @@ def _pool_setup(x, kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw):
 
 
 def _max_pool_kernels(kh, kw, sh, sw, dh, dw):
-    """The max-pool kernels (forward, scatter) with these window sizes, strides and
+    """The max-pool kernels (forward, backward, scatter) with these window sizes, strides and
     dilations either passed at run time (all None) or compiled in as constants, one set per
     geometry, so the tap loops unroll and the loops over windows vectorize (docs/performance.md).
     Each takes the geometry as arguments; the constants, where given, override the ones passed."""
@@ -484,10 +485,31 @@ def _max_pool_kernels(kh, kw, sh, sw, dh, dw):
         for block in prange((planes + POOL_PLANES - 1) // POOL_PLANES):
             p0 = block * POOL_PLANES
             p1 = min(planes, p0 + POOL_PLANES)
-            _interior_windows(xs, bs, ts, want_taps, p0, p1, h_, w_, gkh, gkw, gsh, gsw, gdh, gdw, top, left, oh, ow, alo, ahi, blo,
-                              bhi, lowest)
+            _interior_windows(xs, bs, ts, want_taps, p0, p1, 0, h_, w_, gkh, gkw, gsh, gsw, gdh, gdw, top, left, oh, ow, alo, ahi,
+                              blo, bhi, lowest)
             for p in range(p0, p1):
                 _border_windows(x3[p], b3[p], t3[p * t_step], want_taps, gkh, gkw, oh, ow, alo, ahi, blo, bhi, tables, lowest, zero)
+
+    def backward(grad, x, kh_, kw_, sh_, sw_, dh_, dw_, top, left, oh, ow, lh, lw, alo, ahi, blo, bhi, out):
+        # Per block of planes: its winners as the forward finds them, into the block's own
+        # buffers (in cache), then their scatter, plane by plane.
+        gkh, gkw, gsh, gsw, gdh, gdw = (kh, kw, sh, sw, dh, dw) if constant else (kh_, kw_, sh_, sw_, dh_, dw_)
+        x3, tables, lowest, zero = _pool_setup(x, gkh, gkw, gsh, gsw, gdh, gdw, top, left, oh, ow, lh, lw)
+        planes, h_, w_ = x3.shape
+        g3 = grad.reshape((planes, oh, ow))
+        o3 = out.reshape(x3.shape)
+        xs = x.reshape(x.size)
+        for block in prange((planes + POOL_PLANES - 1) // POOL_PLANES):
+            p0 = block * POOL_PLANES
+            p1 = min(planes, p0 + POOL_PLANES)
+            b3 = np.empty((p1 - p0, oh, ow), dtype=x.dtype)
+            t3 = np.empty((p1 - p0, oh, ow), dtype=np.int32)
+            _interior_windows(xs, b3.reshape(b3.size), t3.reshape(t3.size), True, p0, p1, p0, h_, w_, gkh, gkw, gsh, gsw, gdh, gdw,
+                              top, left, oh, ow, alo, ahi, blo, bhi, lowest)
+            for p in range(p0, p1):
+                _border_windows(x3[p], b3[p - p0], t3[p - p0], True, gkh, gkw, oh, ow, alo, ahi, blo, bhi, tables, lowest, zero)
+                _max_pool_scatter_plane(g3[p], t3[p - p0], o3[p], gkh, gkw, gsh, gsw, gdh, gdw, top, left, oh, ow, alo, ahi, blo, bhi,
+                                        tables)
 
     def scatter(grad, taps_in, kh_, kw_, sh_, sw_, dh_, dw_, top, left, oh, ow, lh, lw, alo, ahi, blo, bhi, out):
         gkh, gkw, gsh, gsw, gdh, gdw = (kh, kw, sh, sw, dh, dw) if constant else (kh_, kw_, sh_, sw_, dh_, dw_)
@@ -497,14 +519,14 @@ def _max_pool_kernels(kh, kw, sh, sw, dh, dw):
         for p in prange(o3.shape[0]):
             _max_pool_scatter_plane(g3[p], t3[p], o3[p], gkh, gkw, gsh, gsw, gdh, gdw, top, left, oh, ow, alo, ahi, blo, bhi, tables)
 
-    return _kernel(forward), _kernel(scatter)
+    return _kernel(forward), _kernel(backward), _kernel(scatter)
 
 
 _GENERIC_MAX_POOL = _max_pool_kernels(None, None, None, None, None, None)
 
 
 def _max_pool_set(w):
-    """The (forward, scatter) max-pool kernels for window ``w``: compiled for its geometry where
+    """The (forward, backward, scatter) max-pool kernels for window ``w``: compiled for its geometry where
     :func:`dispatch.specialize_pool_window` says so, else the generic set."""
     if not specialize_pool_window(w.kh, w.kw, w.sh, w.sw, w.dh, w.dw, w.lh, w.lw):
         return _GENERIC_MAX_POOL
@@ -518,7 +540,7 @@ def _specialized_max_pool(kh, kw, sh, sw, dh, dw):
 
 @functools.lru_cache(maxsize=1024)
 def _pool_launch(shape, w):
-    """(whether the parallel builds run, the (forward, scatter) builds for window ``w``,
+    """(whether the parallel builds run, the (forward, backward, scatter) builds for window ``w``,
     their geometry arguments) for an input of ``shape``, the largest array of each: the builds
     :class:`_Kernel` would pick, memoized per shape and window, as
     :func:`numba_conv._forward_plan` is."""
@@ -542,10 +564,14 @@ def max_pool(x, w, xp, *, taps=True):
 
 @register("max_pool_backward", "numpy")
 def max_pool_backward(grad, x, w, xp):
-    # The forward's taps, then their scatter: the winners are found by the forward's branch-free
-    # loop over planes (a kernel finding them window by window, as the scatter goes, was as slow
-    # on random data as the forward had been).
-    return max_pool_scatter(grad, max_pool(x, w, xp)[1], x.shape, w, xp)
+    x = np.ascontiguousarray(x)
+    grad = np.ascontiguousarray(grad)
+    out = np.empty(x.shape, dtype=grad.dtype)
+    parallel, builds, geometry = _pool_launch(x.shape, w)
+    if parallel:
+        _threads()
+    builds[1](grad, x, *geometry, out)
+    return out
 
 
 @register("max_pool_scatter", "numpy")
@@ -558,7 +584,7 @@ def max_pool_scatter(grad, taps, shape, w, xp):
     parallel, builds, geometry = _pool_launch(tuple(shape), w)
     if parallel:
         _threads()
-    builds[1](grad, taps, *geometry, out)
+    builds[2](grad, taps, *geometry, out)
     return out
 
 
