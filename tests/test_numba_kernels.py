@@ -141,6 +141,18 @@ def test_max_pool_kernels_compiled_for_one_window(window, dtype):
         _same(nk.max_pool_scatter(grad, other, x.shape, w, xp), ref.max_pool_scatter(grad, other, x.shape, w, xp))
 
 
+def _check_max_pool_kernels(rng, x, w):
+    """The forward (with and without taps), the backward and the scatter give the reference's bits."""
+    best, taps = nk.max_pool(x, w, xp)
+    want_best, want_taps = ref.max_pool(x, w, xp)
+    _same(best, want_best)
+    _same(taps, np.asarray(want_taps))
+    _same(nk.max_pool(x, w, xp, taps=False)[0], want_best)
+    grad = _values(rng, best.shape, x.dtype, "normal")
+    _same(nk.max_pool_backward(grad, x, w, xp), ref.max_pool_backward(grad, x, w, xp))
+    _same(nk.max_pool_scatter(grad, taps, x.shape, w, xp), ref.max_pool_scatter(grad, want_taps, x.shape, w, xp))
+
+
 @pytest.mark.parametrize("w", [
     Window(3, 3, 2, 2, 1, 1, 1, 1, 34, 33),  # compiled for its window
     Window(3, 2, 1, 2, 2, 1, 1, 0, 65, 33),  # the generic build (dilated)
@@ -150,14 +162,7 @@ def test_max_pool_parallel_builds(w):
     rng = np.random.default_rng(5)
     x = _values(rng, (2, 8, 67, 66), "float32", "ties")
     assert x.size >= PARALLEL_MIN_ELEMENTS
-    best, taps = nk.max_pool(x, w, xp)
-    want_best, want_taps = ref.max_pool(x, w, xp)
-    _same(best, want_best)
-    _same(taps, np.asarray(want_taps))
-    _same(nk.max_pool(x, w, xp, taps=False)[0], want_best)
-    grad = _values(rng, best.shape, "float32", "normal")
-    _same(nk.max_pool_backward(grad, x, w, xp), ref.max_pool_backward(grad, x, w, xp))
-    _same(nk.max_pool_scatter(grad, taps, x.shape, w, xp), ref.max_pool_scatter(grad, taps, x.shape, w, xp))
+    _check_max_pool_kernels(rng, x, w)
 
 
 @pytest.mark.parametrize("w", [
@@ -175,14 +180,7 @@ def test_max_pool_plane_blocks(w, height):
     assert (x.size >= PARALLEL_MIN_ELEMENTS) == (height == 23)
     w = Window(w.kh, w.kw, w.sh, w.sw, w.dh, w.dw, w.top, w.left, (height + 2 * w.top - w.dh * (w.kh - 1) - 1) // w.sh + 1,
                (height + 2 * w.left - w.dw * (w.kw - 1) - 1) // w.sw + 1)
-    best, taps = nk.max_pool(x, w, xp)
-    want_best, want_taps = ref.max_pool(x, w, xp)
-    _same(best, want_best)
-    _same(taps, np.asarray(want_taps))
-    _same(nk.max_pool(x, w, xp, taps=False)[0], want_best)
-    grad = _values(rng, best.shape, "float32", "normal")
-    _same(nk.max_pool_backward(grad, x, w, xp), ref.max_pool_backward(grad, x, w, xp))
-    _same(nk.max_pool_scatter(grad, taps, x.shape, w, xp), ref.max_pool_scatter(grad, want_taps, x.shape, w, xp))
+    _check_max_pool_kernels(rng, x, w)
 
 
 def test_max_pool_windows_of_padding_and_all_minus_inf():
