@@ -127,10 +127,15 @@ def test_minus_inf_scores_like_torch(torch, backend, op, label_smoothing, reduct
         assert np.all(np.isfinite(expected.detach().numpy())), "the case has finite torch losses"
 
 
-def test_relu_nan_and_signed_zero(backend):
-    x = np.array([nan, -0.0, -1.0, 2.0])
-    out = to_numpy(F.relu(to_backend(x, backend, "float64")))
-    assert np.isnan(out[0]) and np.array_equal(out[1:], [0.0, 0.0, 2.0])
+def test_relu_nan_and_signed_zero_like_torch(torch, backend):
+    # NaN stays NaN and −0.0 stays −0.0 (torch's relu is 0 where x < 0, else x).
+    x = np.array([nan, -0.0, 0.0, -1.0, 2.0, -np.inf, np.inf])
+    expected = torch.relu(torch.tensor(x)).numpy()
+    for dtype in ("float64", "float32"):
+        out = to_numpy(F.relu(to_backend(x, backend, dtype)))
+        np.testing.assert_array_equal(out, expected.astype(dtype))
+        np.testing.assert_array_equal(np.signbit(out), np.signbit(expected))
+    assert np.signbit(expected[1]), "torch keeps −0.0"
 
 
 def test_relu_backward_at_nan_inf_and_zero_like_torch(torch, backend):

@@ -36,7 +36,7 @@ def _kept(result, xp):
 
 @differentiable("input")
 def relu(input):
-    """``max(input, 0)``; NaN stays NaN as in torch.
+    """``max(input, 0)``; NaN stays NaN and −0.0 stays −0.0, as in torch.
 
     Shapes
     ------

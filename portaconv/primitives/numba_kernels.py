@@ -670,14 +670,14 @@ def to_nchw(y, bias, shape, xp):
 
 @_kernel
 def _relu(x, out):
-    # A select, as in _relu_grad: ``v <= 0`` is False for NaN (kept) and True for −0.0, which
-    # becomes +0.0 as in NumPy's maximum(−0.0, 0).
+    # A select, as in _relu_grad (the loop vectorizes): ``v < 0`` is False for NaN and for −0.0,
+    # which are kept, as the reference and torch keep them.
     xs = x.reshape(x.size)
     os = out.reshape(out.size)
     zero = np.zeros(1, dtype=out.dtype)[0]
     for t in prange(os.size):
         v = xs[t]
-        os[t] = zero if v <= 0 else v
+        os[t] = zero if v < 0 else v
 
 
 @register("relu", "numpy")

@@ -247,8 +247,9 @@ from .winograd_reference import *  # noqa: E402,F401,F403
 
 
 def relu(x, xp):
-    """``max(x, 0)``: NaN stays NaN (the standard's maximum propagates it, as torch's relu does)."""
-    return xp.maximum(x, xp.zeros((), dtype=x.dtype, device=_device(x)))
+    """``max(x, 0)`` as torch computes it: 0 where ``x < 0``, else ``x``, so NaN stays NaN and
+    −0.0 stays −0.0 (a maximum would be free to return either zero)."""
+    return xp.where(x < 0, xp.zeros((), dtype=x.dtype, device=_device(x)), x)
 
 
 def relu_grad(grad, x, xp):
