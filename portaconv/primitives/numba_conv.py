@@ -147,8 +147,12 @@ def _fill_columns(xs, xb, c_, h_, w_, kh, kw, sw, dw, left, a0, a1, ow, lw, rtab
                     src = base + r * w_ + u0
                     for b in range(blo):
                         buf[d + b] = 0.0
-                    for b in range(blo, bhi):
-                        buf[np.uint64(d + b)] = xs[np.uint64(src + b * sw)]
+                    if sw == 2:  # a constant stride LLVM vectorizes (stride-2 layers: ResNet's stem)
+                        for b in range(blo, bhi):
+                            buf[np.uint64(d + b)] = xs[np.uint64(src + b * 2)]
+                    else:
+                        for b in range(blo, bhi):
+                            buf[np.uint64(d + b)] = xs[np.uint64(src + b * sw)]
                     for b in range(bhi, ow):
                         buf[d + b] = 0.0
                 else:
@@ -193,8 +197,12 @@ def _add_columns(buf, pb, col0, gs, gb, c_, h_, w_, kh, kw, sw, dw, left, a0, a1
                 d = rb + a * ow
                 if lw == 1:
                     dst = base + r * w_ + u0
-                    for b in range(blo, bhi):
-                        gs[np.uint64(dst + b * sw)] += buf[np.uint64(d + b)]
+                    if sw == 2:  # a constant stride LLVM vectorizes, as in _fill_columns
+                        for b in range(blo, bhi):
+                            gs[np.uint64(dst + b * 2)] += buf[np.uint64(d + b)]
+                    else:
+                        for b in range(blo, bhi):
+                            gs[np.uint64(dst + b * sw)] += buf[np.uint64(d + b)]
                 else:
                     for b in range(ow):
                         q = ctab[j, b]

@@ -222,6 +222,9 @@ def _add_rows(os, d, src, s, blo, bhi, sw):
     if sw == 1:
         for b in range(blo, bhi):
             os[np.uint64(d + b)] += src[np.uint64(s + b)]
+    elif sw == 2:  # a constant stride LLVM vectorizes (stride-2 layers)
+        for b in range(blo, bhi):
+            os[np.uint64(d + b * 2)] += src[np.uint64(s + b)]
     else:
         for b in range(blo, bhi):
             os[np.uint64(d + b * sw)] += src[np.uint64(s + b)]
@@ -269,6 +272,9 @@ def _im2col(x, kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw, out):
                     if sw == 1:
                         for b in range(blo, bhi):
                             os[np.uint64(d + b)] = xs[np.uint64(src + b)]
+                    elif sw == 2:  # a constant stride LLVM vectorizes (stride-2 layers)
+                        for b in range(blo, bhi):
+                            os[np.uint64(d + b)] = xs[np.uint64(src + b * 2)]
                     else:
                         for b in range(blo, bhi):
                             os[np.uint64(d + b)] = xs[np.uint64(src + b * sw)]
