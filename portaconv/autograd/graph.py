@@ -87,17 +87,6 @@ class Node:
         self.backward, self.inputs, self.name = backward, inputs, name
 
 
-def _has_tensor(args, kwargs, tensor_type) -> bool:
-    for a in args:
-        if isinstance(a, tensor_type):
-            return True
-    if kwargs:
-        for a in kwargs.values():
-            if isinstance(a, tensor_type):
-                return True
-    return False
-
-
 class _Rule:
     """What :func:`differentiable` knows of one op: its array inputs and how to differentiate it."""
 
@@ -171,11 +160,9 @@ def differentiable(*inputs: str):
         @functools.wraps(forward)
         def op(*args, **kwargs):
             tensor = _TENSOR[0] if _TENSOR else _tensor_type()
-            for a in args:  # (inline: called on every op)
+            for a in (*args, *kwargs.values()) if kwargs else args:  # (inline: called on every op)
                 if isinstance(a, tensor):
                     return rule.apply(args, kwargs)
-            if kwargs and _has_tensor((), kwargs, tensor):
-                return rule.apply(args, kwargs)
             return forward(*args, **kwargs)
 
         def defbackward(backward):

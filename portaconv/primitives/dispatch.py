@@ -192,8 +192,8 @@ SPECIALIZED_POOL_WINDOWS = frozenset({(2, 2, 2, 2), (2, 2, 1, 1), (3, 3, 2, 2), 
 # The NumPy max-pool forward takes the windows inside the input one position at a time on this many
 # planes (channels of all images) together: that loop is long enough for LLVM to vectorize, which
 # makes it branch-free, and this many planes' rows under one window stay in L2 (ResNet's 112² planes:
-# 64 · 3 rows of 448 B). 8 and 16 planes ran as slowly as the row-wise loop on random data; 64 was
-# faster than 32 (docs/performance.md, "ninth session").
+# 64 · 3 rows of 448 B). Fewer planes leave the loop too short to vectorize (the block sizes
+# compared: docs/performance.md, "ninth session").
 POOL_PLANES = 64
 
 

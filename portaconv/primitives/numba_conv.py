@@ -51,7 +51,7 @@ from .._options import get_options
 from . import reference
 from .cblas import cblas_gemm
 from .dispatch import PARALLEL_MIN_ELEMENTS, conv_blocks, register, wide_rows
-from .numba_kernels import _Kernel, _geometry, _ranges, _table, _threads
+from .numba_kernels import _Kernel, _add_rows, _gather_row, _geometry, _ranges, _table, _threads
 from . import numpy_products  # (imported in either order with numba_kernels: attributes read at call time)
 
 __all__ = ["conv_im2col", "conv_im2col_backward"]
@@ -147,12 +147,7 @@ def _fill_columns(xs, xb, c_, h_, w_, kh, kw, sw, dw, left, a0, a1, ow, lw, rtab
                     src = base + r * w_ + u0
                     for b in range(blo):
                         buf[d + b] = 0.0
-                    if sw == 2:  # a constant stride LLVM vectorizes (stride-2 layers: ResNet's stem)
-                        for b in range(blo, bhi):
-                            buf[np.uint64(d + b)] = xs[np.uint64(src + b * 2)]
-                    else:
-                        for b in range(blo, bhi):
-                            buf[np.uint64(d + b)] = xs[np.uint64(src + b * sw)]
+                    _gather_row(buf, d, xs, src, blo, bhi, sw)
                     for b in range(bhi, ow):
                         buf[d + b] = 0.0
                 else:
@@ -196,13 +191,7 @@ def _add_columns(buf, pb, col0, gs, gb, c_, h_, w_, kh, kw, sw, dw, left, a0, a1
                     continue
                 d = rb + a * ow
                 if lw == 1:
-                    dst = base + r * w_ + u0
-                    if sw == 2:  # a constant stride LLVM vectorizes, as in _fill_columns
-                        for b in range(blo, bhi):
-                            gs[np.uint64(dst + b * 2)] += buf[np.uint64(d + b)]
-                    else:
-                        for b in range(blo, bhi):
-                            gs[np.uint64(dst + b * sw)] += buf[np.uint64(d + b)]
+                    _add_rows(gs, base + r * w_ + u0, buf, d, blo, bhi, sw)
                 else:
                     for b in range(ow):
                         q = ctab[j, b]

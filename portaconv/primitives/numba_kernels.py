@@ -218,16 +218,32 @@ def _zero_plane(os, base, size):
 def _add_rows(os, d, src, s, blo, bhi, sw):
     """``os[d + b·sw] += src[s + b]`` for b in [blo, bhi) (one tap's row of an adjoint). The
     indices are unsigned (every one is ≥ 0 here): numba then adds no negative-index wraparound,
-    which keeps LLVM from vectorizing the loop."""
+    which keeps LLVM from vectorizing the loop; strides 1 and 2 are written in as constants, which
+    LLVM vectorizes (a run-time stride stays scalar)."""
     if sw == 1:
         for b in range(blo, bhi):
             os[np.uint64(d + b)] += src[np.uint64(s + b)]
-    elif sw == 2:  # a constant stride LLVM vectorizes (stride-2 layers)
+    elif sw == 2:
         for b in range(blo, bhi):
             os[np.uint64(d + b * 2)] += src[np.uint64(s + b)]
     else:
         for b in range(blo, bhi):
             os[np.uint64(d + b * sw)] += src[np.uint64(s + b)]
+
+
+@njit(inline="always")
+def _gather_row(os, d, xs, s, blo, bhi, sw):
+    """``os[d + b] = xs[s + b·sw]`` for b in [blo, bhi) (one tap's row of im2col), the converse of
+    :func:`_add_rows`, with its unsigned indices and constant strides."""
+    if sw == 1:
+        for b in range(blo, bhi):
+            os[np.uint64(d + b)] = xs[np.uint64(s + b)]
+    elif sw == 2:
+        for b in range(blo, bhi):
+            os[np.uint64(d + b)] = xs[np.uint64(s + b * 2)]
+    else:
+        for b in range(blo, bhi):
+            os[np.uint64(d + b)] = xs[np.uint64(s + b * sw)]
 
 
 # ---- im2col / col2im ---------------------------------------------------------------------------
@@ -267,17 +283,7 @@ def _im2col(x, kh, kw, sh, sw, dh, dw, top, left, oh, ow, lh, lw, out):
                     src = xb + r * w_ + u0
                     for b in range(blo):
                         os[d + b] = 0.0
-                    # Unsigned indices (all ≥ 0 here): no negative-index wraparound, so the copies
-                    # vectorize.
-                    if sw == 1:
-                        for b in range(blo, bhi):
-                            os[np.uint64(d + b)] = xs[np.uint64(src + b)]
-                    elif sw == 2:  # a constant stride LLVM vectorizes (stride-2 layers)
-                        for b in range(blo, bhi):
-                            os[np.uint64(d + b)] = xs[np.uint64(src + b * 2)]
-                    else:
-                        for b in range(blo, bhi):
-                            os[np.uint64(d + b)] = xs[np.uint64(src + b * sw)]
+                    _gather_row(os, d, xs, src, blo, bhi, sw)
                     for b in range(bhi, ow):
                         os[d + b] = 0.0
                 else:
@@ -438,6 +444,20 @@ def _border_windows(xp, bp, tp, want_taps, kh, kw, oh, ow, alo, ahi, blo, bhi, t
 
 
 @njit(inline="always")
+def _block_maxima(x3, b3, t3, want_taps, p0, p1, q0, kh, kw, sh, sw, dh, dw, top, left, oh, ow, alo, ahi, blo, bhi, tables,
+                  lowest, zero):
+    """The windows' maxima (and, with ``want_taps``, their taps) of planes p0:p1 of ``x3`` into
+    planes p − q0 of ``b3`` and ``t3`` (``t3``: one unused plane without taps): the windows inside
+    the input across the planes, then each plane's border windows."""
+    planes, h_, w_ = x3.shape
+    _interior_windows(x3.reshape(x3.size), b3.reshape(b3.size), t3.reshape(t3.size), want_taps, p0, p1, q0, h_, w_, kh, kw, sh,
+                      sw, dh, dw, top, left, oh, ow, alo, ahi, blo, bhi, lowest)
+    t_step = 1 if want_taps else 0
+    for p in range(p0, p1):
+        _border_windows(x3[p], b3[p - q0], t3[(p - q0) * t_step], want_taps, kh, kw, oh, ow, alo, ahi, blo, bhi, tables, lowest, zero)
+
+
+@njit(inline="always")
 def _max_pool_scatter_plane(gp, tp, op, kh, kw, sh, sw, dh, dw, top, left, oh, ow, alo, ahi, blo, bhi, tables):
     # Windows in reverse row-major order: the windows covering one pixel then come in ascending
     # tap order (a later window reaches it with an earlier tap), the reference's summation order.
@@ -483,37 +503,30 @@ def _max_pool_kernels(kh, kw, sh, sw, dh, dw):
     def forward(x, kh_, kw_, sh_, sw_, dh_, dw_, top, left, oh, ow, lh, lw, alo, ahi, blo, bhi, best, taps, want_taps):
         gkh, gkw, gsh, gsw, gdh, gdw = (kh, kw, sh, sw, dh, dw) if constant else (kh_, kw_, sh_, sw_, dh_, dw_)
         x3, tables, lowest, zero = _pool_setup(x, gkh, gkw, gsh, gsw, gdh, gdw, top, left, oh, ow, lh, lw)
-        planes, h_, w_ = x3.shape
+        planes = x3.shape[0]
         b3 = best.reshape((planes, oh, ow))
         t3 = taps.reshape((taps.shape[0] * taps.shape[1], oh, ow))  # one plane, unused, unless want_taps
-        t_step = 1 if want_taps else 0
-        xs, bs, ts = x.reshape(x.size), best.reshape(best.size), taps.reshape(taps.size)
         for block in prange((planes + POOL_PLANES - 1) // POOL_PLANES):
             p0 = block * POOL_PLANES
-            p1 = min(planes, p0 + POOL_PLANES)
-            _interior_windows(xs, bs, ts, want_taps, p0, p1, 0, h_, w_, gkh, gkw, gsh, gsw, gdh, gdw, top, left, oh, ow, alo, ahi,
-                              blo, bhi, lowest)
-            for p in range(p0, p1):
-                _border_windows(x3[p], b3[p], t3[p * t_step], want_taps, gkh, gkw, oh, ow, alo, ahi, blo, bhi, tables, lowest, zero)
+            _block_maxima(x3, b3, t3, want_taps, p0, min(planes, p0 + POOL_PLANES), 0, gkh, gkw, gsh, gsw, gdh, gdw, top, left, oh,
+                          ow, alo, ahi, blo, bhi, tables, lowest, zero)
 
     def backward(grad, x, kh_, kw_, sh_, sw_, dh_, dw_, top, left, oh, ow, lh, lw, alo, ahi, blo, bhi, out):
         # Per block of planes: its winners as the forward finds them, into the block's own
         # buffers (in cache), then their scatter, plane by plane.
         gkh, gkw, gsh, gsw, gdh, gdw = (kh, kw, sh, sw, dh, dw) if constant else (kh_, kw_, sh_, sw_, dh_, dw_)
         x3, tables, lowest, zero = _pool_setup(x, gkh, gkw, gsh, gsw, gdh, gdw, top, left, oh, ow, lh, lw)
-        planes, h_, w_ = x3.shape
+        planes = x3.shape[0]
         g3 = grad.reshape((planes, oh, ow))
         o3 = out.reshape(x3.shape)
-        xs = x.reshape(x.size)
         for block in prange((planes + POOL_PLANES - 1) // POOL_PLANES):
             p0 = block * POOL_PLANES
             p1 = min(planes, p0 + POOL_PLANES)
             b3 = np.empty((p1 - p0, oh, ow), dtype=x.dtype)
             t3 = np.empty((p1 - p0, oh, ow), dtype=np.int32)
-            _interior_windows(xs, b3.reshape(b3.size), t3.reshape(t3.size), True, p0, p1, p0, h_, w_, gkh, gkw, gsh, gsw, gdh, gdw,
-                              top, left, oh, ow, alo, ahi, blo, bhi, lowest)
+            _block_maxima(x3, b3, t3, True, p0, p1, p0, gkh, gkw, gsh, gsw, gdh, gdw, top, left, oh, ow, alo, ahi, blo, bhi, tables,
+                          lowest, zero)
             for p in range(p0, p1):
-                _border_windows(x3[p], b3[p - p0], t3[p - p0], True, gkh, gkw, oh, ow, alo, ahi, blo, bhi, tables, lowest, zero)
                 _max_pool_scatter_plane(g3[p], t3[p - p0], o3[p], gkh, gkw, gsh, gsw, gdh, gdw, top, left, oh, ow, alo, ahi, blo, bhi,
                                         tables)
 
